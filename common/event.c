@@ -1,0 +1,186 @@
+/*
+ * event.c - event ids, canonical encoding and hashing (protocol.md section 5).
+ */
+#include "event.h"
+#include "mp.h"
+
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const canon_keys[] = {
+    "seq", "time", "type", "actor", "id", "webhook_id", "call_control_id",
+    "call_session_id", "from", "to", "data", "prev_hash",
+};
+#define CANON_NKEYS ARRAY_LEN(canon_keys)
+
+static void keyed_digest(const char *key, const char *step, uint8_t *out, size_t outlen)
+{
+    crypto_generichash_state st;
+    crypto_generichash_init(&st, NULL, 0, outlen);
+    crypto_generichash_update(&st, (const uint8_t *)key, strlen(key));
+    crypto_generichash_update(&st, (const uint8_t *)"|", 1);
+    crypto_generichash_update(&st, (const uint8_t *)step, strlen(step));
+    crypto_generichash_final(&st, out, outlen);
+}
+
+void event_id(const char *key, const char *step, char out[EVENT_ID_LEN])
+{
+    uint8_t d[16];
+    keyed_digest(key, step, d, sizeof d);
+    tg_hex(d, sizeof d, out);
+}
+
+void command_id_make(const char *webhook_id, const char *action, char out[COMMAND_ID_LEN])
+{
+    uint8_t d[16];
+    char h[33];
+    keyed_digest(webhook_id, action, d, sizeof d);
+    d[6] = (uint8_t)((d[6] & 0x0f) | 0x80);   /* version 8 */
+    d[8] = (uint8_t)((d[8] & 0x3f) | 0x80);   /* RFC 9562 variant */
+    tg_hex(d, sizeof d, h);
+    snprintf(out, COMMAND_ID_LEN, "%.8s-%.4s-%.4s-%.4s-%.12s", h, h + 8, h + 12, h + 16, h + 20);
+}
+
+void event_canon_encode(msgpack_sbuffer *sb, const struct tg_event *e, uint64_t seq,
+                        uint64_t time_us, const uint8_t prev_hash[EVENT_HASH_BYTES])
+{
+    msgpack_packer pk;
+    char ts[TG_RFC3339_LEN], ph[2 * EVENT_HASH_BYTES + 1];
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    tg_rfc3339(time_us, ts);
+    tg_hex(prev_hash, EVENT_HASH_BYTES, ph);
+    msgpack_pack_map(&pk, CANON_NKEYS);
+    mp_pack_kv_u64(&pk, "seq", seq);
+    mp_pack_kv_str(&pk, "time", ts);
+    mp_pack_kv_str(&pk, "type", e->type);
+    mp_pack_kv_str(&pk, "actor", e->actor);
+    mp_pack_kv_str(&pk, "id", e->id);
+    mp_pack_kv_str(&pk, "webhook_id", e->webhook_id);
+    mp_pack_kv_str(&pk, "call_control_id", e->call_control_id);
+    mp_pack_kv_str(&pk, "call_session_id", e->call_session_id);
+    mp_pack_kv_str(&pk, "from", e->from);
+    mp_pack_kv_str(&pk, "to", e->to);
+    mp_pack_cstr(&pk, "data");
+    if (e->data && e->data_len)
+        msgpack_pack_str_body(&pk, e->data, e->data_len);  /* raw msgpack map */
+    else
+        msgpack_pack_map(&pk, 0);
+    mp_pack_kv_str(&pk, "prev_hash", ph);
+}
+
+void event_hash(const uint8_t *canon, size_t len, uint8_t out[EVENT_HASH_BYTES])
+{
+    crypto_generichash(out, EVENT_HASH_BYTES, canon, len, NULL, 0);
+}
+
+/* Unpack canonical bytes and check their shape. */
+static int canon_unpack(const uint8_t *canon, size_t len, msgpack_unpacked *up, char *err)
+{
+    if (mp_unpack_exact(canon, len, up, err) != 0)
+        return -1;
+    const msgpack_object *o = &up->data;
+    if (o->type != MSGPACK_OBJECT_MAP || o->via.map.size != CANON_NKEYS)
+        goto bad;
+    for (size_t i = 0; i < CANON_NKEYS; i++) {
+        const msgpack_object *k = &o->via.map.ptr[i].key;
+        if (k->type != MSGPACK_OBJECT_STR || k->via.str.size != strlen(canon_keys[i]) ||
+            memcmp(k->via.str.ptr, canon_keys[i], k->via.str.size) != 0)
+            goto bad;
+    }
+    return 0;
+bad:
+    msgpack_unpacked_destroy(up);
+    return tg_err(err, "event is not in canonical form");
+}
+
+int event_canon_parse(const uint8_t *canon, size_t len, struct event_view *v, char *err)
+{
+    msgpack_unpacked up;
+    if (canon_unpack(canon, len, &up, err) != 0)
+        return -1;
+    const msgpack_object *o = &up.data;
+    const msgpack_object *type = mp_map_get(o, "type"), *ph = mp_map_get(o, "prev_hash");
+    int rc = -1;
+    char hex[2 * EVENT_HASH_BYTES + 1];
+    if (mp_get_u64(o, "seq", &v->seq, err) != 0)
+        goto out;
+    if (!type || type->type != MSGPACK_OBJECT_STR || type->via.str.size >= sizeof v->type) {
+        tg_err(err, "event type missing or too long");
+        goto out;
+    }
+    memcpy(v->type, type->via.str.ptr, type->via.str.size);
+    v->type[type->via.str.size] = '\0';
+    if (!ph || ph->type != MSGPACK_OBJECT_STR || ph->via.str.size != 2 * EVENT_HASH_BYTES) {
+        tg_err(err, "event prev_hash missing or malformed");
+        goto out;
+    }
+    memcpy(hex, ph->via.str.ptr, 2 * EVENT_HASH_BYTES);
+    hex[2 * EVENT_HASH_BYTES] = '\0';
+    if (tg_unhex(hex, v->prev_hash, EVENT_HASH_BYTES) != 0) {
+        tg_err(err, "event prev_hash is not hex");
+        goto out;
+    }
+    rc = 0;
+out:
+    msgpack_unpacked_destroy(&up);
+    return rc;
+}
+
+/* Pack the canonical map's entries plus "hash" as one map. */
+static void pack_full(msgpack_packer *pk, const msgpack_object *o, const uint8_t hash[EVENT_HASH_BYTES])
+{
+    char hex[2 * EVENT_HASH_BYTES + 1];
+    tg_hex(hash, EVENT_HASH_BYTES, hex);
+    msgpack_pack_map(pk, o->via.map.size + 1);
+    for (uint32_t i = 0; i < o->via.map.size; i++) {
+        msgpack_pack_object(pk, o->via.map.ptr[i].key);
+        msgpack_pack_object(pk, o->via.map.ptr[i].val);
+    }
+    mp_pack_kv_str(pk, "hash", hex);
+}
+
+int event_full_pack(msgpack_sbuffer *sb, const uint8_t *canon, size_t len,
+                    const uint8_t hash[EVENT_HASH_BYTES], char *err)
+{
+    msgpack_unpacked up;
+    if (canon_unpack(canon, len, &up, err) != 0)
+        return -1;
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    pack_full(&pk, &up.data, hash);
+    msgpack_unpacked_destroy(&up);
+    return 0;
+}
+
+int event_to_json(const uint8_t *canon, size_t len, const uint8_t hash[EVENT_HASH_BYTES],
+                  char **out, char *err)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    if (event_full_pack(&sb, canon, len, hash, err) != 0) {
+        msgpack_sbuffer_destroy(&sb);
+        return -1;
+    }
+    int rc = event_full_to_json(sb.data, sb.size, out, err);
+    msgpack_sbuffer_destroy(&sb);
+    return rc;
+}
+
+int event_full_to_json(const void *buf, size_t len, char **out, char *err)
+{
+    msgpack_unpacked up;
+    if (mp_unpack_exact(buf, len, &up, err) != 0)
+        return -1;
+    if (up.data.type != MSGPACK_OBJECT_MAP) {
+        msgpack_unpacked_destroy(&up);
+        return tg_err(err, "event is not a map");
+    }
+    char *s = NULL;
+    size_t slen = 0, cap = 0;
+    mp_to_json(&up.data, &s, &slen, &cap);
+    msgpack_unpacked_destroy(&up);
+    *out = s;
+    return 0;
+}

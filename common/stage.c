@@ -1,0 +1,138 @@
+/*
+ * stage.c - the shared process skeleton (see stage.h).
+ */
+#include "stage.h"
+#include "log.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+static void usage(const char *name, FILE *out)
+{
+    fprintf(out, "usage: %s [-c CONFIG]\n\n", name);
+    config_print_help(out);
+}
+
+void stage_init(struct stage *st, const char *name, int argc, char **argv)
+{
+    const char *cfg_path = NULL;
+    char err[ERR_LEN];
+    int opt;
+
+    memset(st, 0, sizeof *st);
+    st->name = name;
+    st->sigfd = -1;
+    log_init(name);
+    while ((opt = getopt(argc, argv, "c:h")) != -1) {
+        switch (opt) {
+        case 'c': cfg_path = optarg; break;
+        case 'h': usage(name, stdout); exit(0);
+        default: usage(name, stderr); exit(2);
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "%s: unexpected argument '%s'\n", name, argv[optind]);
+        exit(2);
+    }
+    if (config_load(&st->cfg, cfg_path, err) != 0) {
+        fprintf(stderr, "%s: configuration error: %s\n", name, err);
+        exit(2);
+    }
+    if (sodium_init() < 0)
+        log_fatal("libsodium failed to initialise");
+
+    char *run = xasprintf("%s/run", st->cfg.data_dir);
+    if (tg_mkdir_p(run, err) != 0)
+        log_fatal("data_dir: %s", err);
+    free(run);
+
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0)
+        log_fatal("pthread_sigmask: %s", strerror(errno));
+    st->sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (st->sigfd < 0)
+        log_fatal("signalfd: %s", strerror(errno));
+    signal(SIGPIPE, SIG_IGN);
+
+    st->zctx = zmq_ctx_new();
+    if (!st->zctx)
+        log_fatal("zmq_ctx_new: %s", zmq_strerror(errno));
+}
+
+void *stage_socket(struct stage *st, int type, const char *endpoint, bool bind, int hwm)
+{
+    void *s = zmq_socket(st->zctx, type);
+    if (!s)
+        log_fatal("zmq_socket: %s", zmq_strerror(errno));
+    int zero = 0;
+    zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+    if (hwm > 0) {
+        zmq_setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof hwm);
+        zmq_setsockopt(s, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    }
+    if (bind && strncmp(endpoint, "ipc://", 6) == 0)
+        unlink(endpoint + 6);   /* a stale socket file from a killed process */
+    int rc = bind ? zmq_bind(s, endpoint) : zmq_connect(s, endpoint);
+    if (rc != 0)
+        log_fatal("%s %s: %s", bind ? "bind" : "connect", endpoint, zmq_strerror(errno));
+    return s;
+}
+
+int stage_poll(struct stage *st, zmq_pollitem_t *items, int n, long timeout_ms)
+{
+    zmq_pollitem_t all[16];
+    if (n > (int)ARRAY_LEN(all) - 1)
+        log_panic("stage_poll: too many items (%d)", n);
+    memcpy(all, items, (size_t)n * sizeof *items);
+    all[n] = (zmq_pollitem_t){.socket = NULL, .fd = st->sigfd, .events = ZMQ_POLLIN};
+    int rc = zmq_poll(all, n + 1, timeout_ms);
+    if (rc < 0)
+        return errno == EINTR ? 0 : -1;
+    for (int i = 0; i < n; i++)
+        items[i].revents = all[i].revents;
+    if (all[n].revents & ZMQ_POLLIN) {
+        struct signalfd_siginfo si;
+        while (read(st->sigfd, &si, sizeof si) == (ssize_t)sizeof si) {
+            if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
+                if (!st->stopping)
+                    log_info("signal %u: stopping", si.ssi_signo);
+                st->stopping = true;
+            }
+        }
+        rc--;
+    }
+    return rc;
+}
+
+void stage_fini(struct stage *st)
+{
+    if (st->zctx)
+        zmq_ctx_term(st->zctx);
+    st->zctx = NULL;
+    if (st->sigfd >= 0)
+        close(st->sigfd);
+    st->sigfd = -1;
+    config_free(&st->cfg);
+}
+
+int stage_send(void *sock, const void *buf, size_t len, int flags)
+{
+    for (;;) {
+        if (zmq_send(sock, buf, len, flags) >= 0)
+            return 0;
+        if (errno != EINTR)
+            return -1;
+    }
+}

@@ -1,0 +1,51 @@
+/*
+ * stage.h - the skeleton every telgate process shares: arguments (-c, -h),
+ * configuration (exit 2 on error), logging, the data directory, signals fed
+ * into the event loop through a signalfd, the ZeroMQ context and sockets.
+ * Each stage's main.c supplies only what is its own.
+ */
+#ifndef TG_STAGE_H
+#define TG_STAGE_H
+
+#include <msgpack.h>
+#include <stdbool.h>
+#include <zmq.h>
+
+#include "config.h"
+#include "util.h"
+
+struct stage {
+    const char *name;
+    struct tg_config cfg;
+    void *zctx;
+    int sigfd;          /* readable when SIGTERM/SIGINT/SIGHUP arrived */
+    bool stopping;      /* set once SIGTERM/SIGINT has been read */
+};
+
+/*
+ * Parse `-c PATH` and `-h`, load the configuration (prints one line and exits
+ * 2 on error), create DATA_DIR and DATA_DIR/run, block SIGTERM/SIGINT/SIGHUP
+ * into st->sigfd, ignore SIGPIPE, create the ZeroMQ context.
+ */
+void stage_init(struct stage *st, const char *name, int argc, char **argv);
+
+/* Create a socket of type, bind or connect it to endpoint (exits 1 with the
+ * reason on failure), with linger 0 and the given high-water mark (0 = the
+ * library's default). */
+void *stage_socket(struct stage *st, int type, const char *endpoint, bool bind, int hwm);
+
+/*
+ * zmq_poll over items[0..n) plus the signal fd, for at most timeout_ms
+ * (-1 = forever).  Consumes pending signals and sets st->stopping on
+ * SIGTERM/SIGINT.  Returns the number of ready items among items[0..n)
+ * (0 on timeout or signal), -1 on error other than EINTR.
+ */
+int stage_poll(struct stage *st, zmq_pollitem_t *items, int n, long timeout_ms);
+
+/* Close the context (sockets must be closed first) and the config. */
+void stage_fini(struct stage *st);
+
+/* Send one frame; flags as zmq_send.  0 ok, -1 (errno from zmq). */
+int stage_send(void *sock, const void *buf, size_t len, int flags) TG_MUST_CHECK;
+
+#endif

@@ -1,0 +1,72 @@
+/*
+ * util.h - small helpers with no telgate knowledge: allocation that cannot
+ * fail, clocks, hex and base64, file helpers.  Used by every process.
+ */
+#ifndef TG_UTIL_H
+#define TG_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+#define ERR_LEN 256
+
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define TG_UNUSED(x) ((void)(x))
+#define TG_MUST_CHECK __attribute__((warn_unused_result))
+#define TG_PRINTF(f, a) __attribute__((format(printf, f, a)))
+
+/* Allocation failure is fatal here and only here: callers never check. */
+void *xmalloc(size_t n);
+void *xcalloc(size_t nmemb, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+/* Caller owns the result (free()). */
+char *xasprintf(const char *fmt, ...) TG_PRINTF(1, 2);
+
+/* Write a formatted reason into err[ERR_LEN]; returns -1 so callers can
+ * `return tg_err(err, "...")`. */
+int tg_err(char *err, const char *fmt, ...) TG_PRINTF(2, 3);
+
+/* Wall clock in milliseconds / microseconds since the Unix epoch. */
+uint64_t tg_now_ms(void);
+uint64_t tg_now_us(void);
+/* Monotonic clock in milliseconds / nanoseconds (arbitrary origin). */
+uint64_t tg_mono_ms(void);
+uint64_t tg_mono_ns(void);
+
+/* RFC 3339 UTC with microseconds, e.g. 2026-11-24T20:08:25.123456Z.
+ * out must hold TG_RFC3339_LEN bytes. */
+#define TG_RFC3339_LEN 32
+void tg_rfc3339(uint64_t unix_us, char out[TG_RFC3339_LEN]);
+
+/* Lower-case hex of n bytes into out (2n+1 bytes, NUL-terminated). */
+void tg_hex(const uint8_t *in, size_t n, char *out);
+/* Parse exactly 2n hex digits into out[n]; 0 ok, -1 bad input. */
+int tg_unhex(const char *in, uint8_t *out, size_t n) TG_MUST_CHECK;
+
+/* Standard base64 with padding.  Caller owns the result. */
+char *tg_b64_encode(const uint8_t *in, size_t n);
+/* Decode standard base64 (padding required, no whitespace) into out (capacity
+ * cap).  Returns 0 and sets *outlen, or -1 on bad input or overflow. */
+int tg_b64_decode(const char *in, size_t inlen, uint8_t *out, size_t cap,
+                  size_t *outlen) TG_MUST_CHECK;
+
+/* mkdir -p with mode 0750 for created directories; 0 ok, -1 with err. */
+int tg_mkdir_p(const char *path, char *err) TG_MUST_CHECK;
+/* Write all of buf, retrying on EINTR and short writes; 0 ok, -1 errno set. */
+int tg_write_all(int fd, const void *buf, size_t n) TG_MUST_CHECK;
+/* Read a whole file (up to max bytes) into a NUL-terminated buffer the caller
+ * owns; 0 ok, -1 with err. */
+int tg_read_file(const char *path, size_t max, char **out, size_t *outlen,
+                 char *err) TG_MUST_CHECK;
+
+/* Parse a decimal integer in [min, max]; whole string must be consumed. */
+int tg_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out) TG_MUST_CHECK;
+
+/* Constant-time equality of two byte strings of the same length. */
+bool tg_ct_eq(const void *a, const void *b, size_t n);
+
+#endif
