@@ -1,0 +1,303 @@
+/*
+ * spinedb.c - the spine's LMDB environment: open (read-write for the spine,
+ * read-only for telctl), head record, event reads and the chain verification
+ * behind `telctl verify` (see spinedb.h, protocol.md sections 4 and 5).
+ */
+#include "spinedb.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define HEAD_KEY "head"
+#define HEAD_LEN (8 + EVENT_HASH_BYTES)
+
+void spinedb_u64_put(uint64_t v, uint8_t out[8])
+{
+    for (int i = 7; i >= 0; i--) {
+        out[i] = (uint8_t)(v & 0xff);
+        v >>= 8;
+    }
+}
+
+uint64_t spinedb_u64_get(const void *in8)
+{
+    const uint8_t *p = in8;
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+int spinedb_err(char *err, const char *what, int rc)
+{
+    return tg_err(err, "%s: %s", what, mdb_strerror(rc));
+}
+
+/* Begin a read-only transaction, adopting a map grown by the writer. */
+static int txn_begin_ro(const struct spinedb *db, MDB_txn **txn, char *err)
+{
+    int rc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, txn);
+    if (rc == MDB_MAP_RESIZED) {
+        mdb_env_set_mapsize(db->env, 0);
+        rc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, txn);
+    }
+    return rc ? spinedb_err(err, "spine db read transaction", rc) : 0;
+}
+
+static const char *const db_names[] = {"events", "ids", "webhooks", "jseq", "outbox", "meta"};
+
+static MDB_dbi *db_slot(struct spinedb *db, size_t i)
+{
+    MDB_dbi *slots[] = {&db->events, &db->ids, &db->webhooks, &db->jseq, &db->outbox, &db->meta};
+    return slots[i];
+}
+
+/* Open every named database in txn.  1 when one is missing (read-only). */
+static int dbis_open(struct spinedb *db, MDB_txn *txn, char *err)
+{
+    unsigned flags = db->readonly ? 0 : MDB_CREATE;
+    for (size_t i = 0; i < ARRAY_LEN(db_names); i++) {
+        int rc = mdb_dbi_open(txn, db_names[i], flags, db_slot(db, i));
+        if (rc == MDB_NOTFOUND && db->readonly)
+            return 1;
+        if (rc)
+            return tg_err(err, "spine db: open database '%s': %s", db_names[i], mdb_strerror(rc));
+    }
+    return 0;
+}
+
+int spinedb_open(struct spinedb **out, const char *data_dir, bool readonly, char *err)
+{
+    struct spinedb *db = xcalloc(1, sizeof *db);
+    char *dir = xasprintf("%s/spine", data_dir);
+    char *file = xasprintf("%s/data.mdb", dir);
+    MDB_txn *txn = NULL;
+    struct stat st;
+    int rc;
+
+    db->readonly = readonly;
+    *out = NULL;
+    if (readonly) {
+        if (stat(file, &st) != 0 && errno == ENOENT)
+            goto empty;
+    } else if (tg_mkdir_p(dir, err) != 0) {
+        goto fail;
+    }
+    if ((rc = mdb_env_create(&db->env)) != 0) {
+        spinedb_err(err, "mdb_env_create", rc);
+        goto fail;
+    }
+    mdb_env_set_maxdbs(db->env, ARRAY_LEN(db_names) + 2);
+    mdb_env_set_mapsize(db->env, SPINEDB_MAP_SIZE);
+    if ((rc = mdb_env_open(db->env, dir, readonly ? MDB_RDONLY : 0, 0640)) != 0) {
+        tg_err(err, "spine db %s: %s", dir, mdb_strerror(rc));
+        goto fail;
+    }
+    if (readonly) {
+        if (txn_begin_ro(db, &txn, err) != 0)
+            goto fail;
+    } else if ((rc = mdb_txn_begin(db->env, NULL, 0, &txn)) != 0) {
+        spinedb_err(err, "spine db write transaction", rc);
+        goto fail;
+    }
+    rc = dbis_open(db, txn, err);
+    if (rc < 0)
+        goto fail;
+    if (rc == 1) {                /* read-only, databases not created yet */
+        mdb_txn_abort(txn);
+        mdb_env_close(db->env);
+        db->env = NULL;
+        goto empty;
+    }
+    if ((rc = mdb_txn_commit(txn)) != 0) {
+        txn = NULL;
+        spinedb_err(err, "spine db commit", rc);
+        goto fail;
+    }
+empty:
+    free(dir);
+    free(file);
+    *out = db;
+    return 0;
+fail:
+    if (txn)
+        mdb_txn_abort(txn);
+    if (db->env)
+        mdb_env_close(db->env);
+    free(db);
+    free(dir);
+    free(file);
+    return -1;
+}
+
+void spinedb_close(struct spinedb **db)
+{
+    if (!db || !*db)
+        return;
+    if ((*db)->env)
+        mdb_env_close((*db)->env);
+    free(*db);
+    *db = NULL;
+}
+
+int spinedb_head_get(const struct spinedb *db, MDB_txn *txn, struct spinedb_head *h, char *err)
+{
+    MDB_val k = {sizeof HEAD_KEY - 1, (void *)HEAD_KEY}, v;
+    memset(h, 0, sizeof *h);
+    int rc = mdb_get(txn, db->meta, &k, &v);
+    if (rc == MDB_NOTFOUND)
+        return 0;
+    if (rc)
+        return spinedb_err(err, "spine db: read head", rc);
+    if (v.mv_size != HEAD_LEN)
+        return tg_err(err, "spine db: head record has %zu bytes, expected %d", v.mv_size, HEAD_LEN);
+    h->seq = spinedb_u64_get(v.mv_data);
+    memcpy(h->hash, (const uint8_t *)v.mv_data + 8, EVENT_HASH_BYTES);
+    return 0;
+}
+
+int spinedb_head_put(const struct spinedb *db, MDB_txn *txn, const struct spinedb_head *h, char *err)
+{
+    uint8_t buf[HEAD_LEN];
+    spinedb_u64_put(h->seq, buf);
+    memcpy(buf + 8, h->hash, EVENT_HASH_BYTES);
+    MDB_val k = {sizeof HEAD_KEY - 1, (void *)HEAD_KEY}, v = {sizeof buf, buf};
+    int rc = mdb_put(txn, db->meta, &k, &v, 0);
+    return rc ? spinedb_err(err, "spine db: write head", rc) : 0;
+}
+
+int spinedb_event_get(const struct spinedb *db, MDB_txn *txn, uint64_t seq, const uint8_t **hash,
+                      const uint8_t **canon, size_t *len, char *err)
+{
+    uint8_t kb[8];
+    spinedb_u64_put(seq, kb);
+    MDB_val k = {sizeof kb, kb}, v;
+    int rc = mdb_get(txn, db->events, &k, &v);
+    if (rc == MDB_NOTFOUND)
+        return 1;
+    if (rc)
+        return spinedb_err(err, "spine db: read event", rc);
+    if (v.mv_size <= EVENT_HASH_BYTES)
+        return tg_err(err, "spine db: event %llu is too short (%zu bytes)", (unsigned long long)seq, v.mv_size);
+    *hash = v.mv_data;
+    *canon = (const uint8_t *)v.mv_data + EVENT_HASH_BYTES;
+    *len = v.mv_size - EVENT_HASH_BYTES;
+    return 0;
+}
+
+int spinedb_events_foreach(const struct spinedb *db, uint64_t from_seq, spinedb_event_fn fn, void *arg,
+                           char *err)
+{
+    if (!db->env)
+        return 0;
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    uint8_t kb[8];
+    int rc, ret = 0;
+    if (txn_begin_ro(db, &txn, err) != 0)
+        return -1;
+    if ((rc = mdb_cursor_open(txn, db->events, &cur)) != 0) {
+        mdb_txn_abort(txn);
+        return spinedb_err(err, "spine db cursor", rc);
+    }
+    spinedb_u64_put(from_seq, kb);
+    MDB_val k = {sizeof kb, kb}, v;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != 8 || v.mv_size <= EVENT_HASH_BYTES) {
+            ret = tg_err(err, "spine db: malformed event record (key %zu bytes, value %zu bytes)",
+                         k.mv_size, v.mv_size);
+            break;
+        }
+        int r = fn(arg, spinedb_u64_get(k.mv_data), v.mv_data, (const uint8_t *)v.mv_data + EVENT_HASH_BYTES,
+                   v.mv_size - EVENT_HASH_BYTES, err);
+        if (r < 0)
+            ret = -1;
+        if (r != 0)
+            break;
+    }
+    if (ret == 0 && rc != 0 && rc != MDB_NOTFOUND)
+        ret = spinedb_err(err, "spine db cursor", rc);
+    mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    return ret;
+}
+
+/* Check one stored event against the previous one.  0 good, 1 broken. */
+static int verify_one(uint64_t key_seq, size_t key_len, const MDB_val *v, uint64_t expect,
+                      const uint8_t prev[EVENT_HASH_BYTES], char *err)
+{
+    uint8_t h[EVENT_HASH_BYTES];
+    struct event_view ev;
+    char why[ERR_LEN];
+
+    if (key_len != 8)
+        return tg_err(err, "malformed key of %zu bytes", key_len), 1;
+    if (key_seq != expect)
+        return tg_err(err, "seq gap: expected %llu, found %llu", (unsigned long long)expect,
+                      (unsigned long long)key_seq), 1;
+    if (v->mv_size <= EVENT_HASH_BYTES)
+        return tg_err(err, "record of %zu bytes is too short", v->mv_size), 1;
+    const uint8_t *canon = (const uint8_t *)v->mv_data + EVENT_HASH_BYTES;
+    size_t len = v->mv_size - EVENT_HASH_BYTES;
+    event_hash(canon, len, h);
+    if (memcmp(h, v->mv_data, EVENT_HASH_BYTES) != 0)
+        return tg_err(err, "stored hash does not match the event's content"), 1;
+    if (event_canon_parse(canon, len, &ev, why) != 0)
+        return tg_err(err, "event does not parse: %s", why), 1;
+    if (ev.seq != key_seq)
+        return tg_err(err, "event says seq %llu", (unsigned long long)ev.seq), 1;
+    if (memcmp(ev.prev_hash, prev, EVENT_HASH_BYTES) != 0)
+        return tg_err(err, "prev_hash does not match the hash of the previous event"), 1;
+    return 0;
+}
+
+int spinedb_verify(const struct spinedb *db, struct spinedb_verify_report *rep, char *err)
+{
+    memset(rep, 0, sizeof *rep);
+    if (!db->env)
+        return 0;
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    struct spinedb_head head;
+    int rc, ret = 0;
+    if (txn_begin_ro(db, &txn, err) != 0)
+        return -1;
+    if (spinedb_head_get(db, txn, &head, err) != 0) {
+        mdb_txn_abort(txn);
+        return -1;
+    }
+    if ((rc = mdb_cursor_open(txn, db->events, &cur)) != 0) {
+        mdb_txn_abort(txn);
+        return spinedb_err(err, "spine db cursor", rc);
+    }
+    MDB_val k, v;
+    uint64_t expect = 1;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        uint64_t seq = k.mv_size == 8 ? spinedb_u64_get(k.mv_data) : 0;
+        if (verify_one(seq, k.mv_size, &v, expect, rep->head, err) != 0) {
+            rep->bad_seq = expect;
+            ret = 1;
+            break;
+        }
+        memcpy(rep->head, v.mv_data, EVENT_HASH_BYTES);
+        rep->n_events = seq;
+        expect = seq + 1;
+    }
+    if (ret == 0 && rc != MDB_NOTFOUND)
+        ret = spinedb_err(err, "spine db cursor", rc);
+    if (ret == 0 && head.seq != rep->n_events) {
+        rep->bad_seq = head.seq > rep->n_events ? rep->n_events + 1 : head.seq + 1;
+        tg_err(err, "head record says seq %llu but the log ends at seq %llu",
+               (unsigned long long)head.seq, (unsigned long long)rep->n_events);
+        ret = 1;
+    } else if (ret == 0 && memcmp(head.hash, rep->head, EVENT_HASH_BYTES) != 0) {
+        rep->bad_seq = rep->n_events;
+        tg_err(err, "head record hash differs from the last event's hash");
+        ret = 1;
+    }
+    mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    return ret;
+}

@@ -44,6 +44,7 @@ void stage_init(struct stage *st, const char *name, int argc, char **argv)
     }
     if (config_load(&st->cfg, cfg_path, err) != 0) {
         fprintf(stderr, "%s: configuration error: %s\n", name, err);
+        config_free(&st->cfg);
         exit(2);
     }
     if (sodium_init() < 0)

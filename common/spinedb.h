@@ -1,0 +1,100 @@
+/*
+ * spinedb.h - the spine's LMDB environment (protocol.md section 4): opening
+ * it read-write (the spine, sole writer) or read-only (telctl), the head
+ * record, reading and walking events, and the hash-chain verification that
+ * `telctl verify` runs.  Used by spine and telctl.
+ *
+ * Lifetimes: every pointer into the database handed out here (hash, canonical
+ * bytes) points into LMDB's map and is valid only until the transaction it
+ * was read in ends; copy what must outlive it.  Never carry an open
+ * environment across fork().
+ */
+#ifndef TG_SPINEDB_H
+#define TG_SPINEDB_H
+
+#include <lmdb.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "event.h"
+#include "util.h"
+
+#define SPINEDB_MAP_SIZE (8ull << 30)   /* 8 GiB of address space */
+
+struct spinedb {
+    MDB_env *env;            /* NULL: read-only open of a missing db (empty log) */
+    bool readonly;
+    MDB_dbi events;          /* seq u64 BE -> hash(32) || canonical bytes */
+    MDB_dbi ids;             /* event id -> seq u64 BE */
+    MDB_dbi webhooks;        /* Telnyx data.id -> seq of its first event, u64 BE */
+    MDB_dbi jseq;            /* jseq u64 BE -> empty (processed) */
+    MDB_dbi outbox;          /* command_id -> command map (msgpack) */
+    MDB_dbi meta;            /* "head" -> last seq u64 BE || last hash(32) */
+};
+
+/* Last appended event: seq 0 and an all-zero hash for an empty log. */
+struct spinedb_head {
+    uint64_t seq;
+    uint8_t hash[EVENT_HASH_BYTES];
+};
+
+/* Encode / decode a u64 as 8 big-endian bytes (keys sort numerically). */
+void spinedb_u64_put(uint64_t v, uint8_t out[8]);
+uint64_t spinedb_u64_get(const void *in8);
+
+/*
+ * Open DATA_DIR/spine.  readonly=false (the spine): creates the directory and
+ * every sub-database if missing.  readonly=true (telctl): MDB_RDONLY; a
+ * missing directory or database is an empty log, not an error (db->env is
+ * then NULL and every reader below reports no events).
+ * Returns 0 and a handle the caller owns (spinedb_close), or -1 with err.
+ */
+int spinedb_open(struct spinedb **out, const char *data_dir, bool readonly, char *err) TG_MUST_CHECK;
+/* Close the environment and free the handle; NULLs *db.  NULL is a no-op. */
+void spinedb_close(struct spinedb **db);
+
+/* Text of an LMDB return code with context into err; returns -1. */
+int spinedb_err(char *err, const char *what, int rc);
+
+/* Read the head inside txn (zeros when the log is empty).  0 or -1 with err. */
+int spinedb_head_get(const struct spinedb *db, MDB_txn *txn, struct spinedb_head *h, char *err) TG_MUST_CHECK;
+/* Write the head inside a write txn.  0 or -1 with err. */
+int spinedb_head_put(const struct spinedb *db, MDB_txn *txn, const struct spinedb_head *h, char *err) TG_MUST_CHECK;
+
+/*
+ * Get event seq inside txn.  Returns 0 with *hash / *canon / *len pointing
+ * into the map (valid until txn ends), 1 if there is no such event, -1 with
+ * err on a database error or a value too short to hold a hash.
+ */
+int spinedb_event_get(const struct spinedb *db, MDB_txn *txn, uint64_t seq, const uint8_t **hash,
+                      const uint8_t **canon, size_t *len, char *err) TG_MUST_CHECK;
+
+/* Called for each event; pointers are valid only during the call.
+ * Return 0 to continue, 1 to stop early, -1 to abort (fill err). */
+typedef int (*spinedb_event_fn)(void *arg, uint64_t seq, const uint8_t *hash, const uint8_t *canon,
+                                size_t len, char *err);
+
+/* Walk events with seq >= from_seq in order, in one read transaction.
+ * 0 when done or stopped, -1 with err (database error or callback abort). */
+int spinedb_events_foreach(const struct spinedb *db, uint64_t from_seq, spinedb_event_fn fn, void *arg,
+                           char *err) TG_MUST_CHECK;
+
+/* Result of spinedb_verify. */
+struct spinedb_verify_report {
+    uint64_t n_events;                 /* events checked and found good */
+    uint8_t head[EVENT_HASH_BYTES];    /* hash of the last good event */
+    uint64_t bad_seq;                  /* first bad seq when broken */
+};
+
+/*
+ * Walk the chain from seq 1 in one read transaction: seq gap-free from 1,
+ * canonical bytes parse and carry the key's seq, prev_hash equals the previous
+ * hash, stored hash equals the recomputed BLAKE2b, and the head record matches
+ * the last event.  Returns 0 if intact (empty log included), 1 if broken
+ * (rep->bad_seq and err name the first bad seq and why), -1 with err when the
+ * database could not be read.
+ */
+int spinedb_verify(const struct spinedb *db, struct spinedb_verify_report *rep, char *err) TG_MUST_CHECK;
+
+#endif

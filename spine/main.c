@@ -1,0 +1,218 @@
+/*
+ * spine - the sole writer of the hash-chained event log.  Collects RESULT,
+ * OUTCOME and APPEND messages, commits them in batches, then publishes the
+ * committed events and progress and forwards new commands to the actuator.
+ */
+#include "log.h"
+#include "msg.h"
+#include "spine_store.h"
+#include "stage.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TICK_MS 1000
+#define RESEND_MAX 1000          /* outbox commands re-sent per tick */
+#define STOP_DRAIN_MS 3000       /* time allowed to drain on SIGTERM */
+
+struct spine {
+    struct stage st;
+    struct spine_store *store;
+    void *pull, *events_pub, *progress_pub, *actuator;
+    struct spine_input *batch;
+    size_t batch_max;
+    struct spine_output out;
+    bool actuator_blocked;
+};
+
+/* Discard the remaining frames of a multi-frame message. */
+static void drop_more(void *sock)
+{
+    int more = 1;
+    size_t sz = sizeof more;
+    while (more && zmq_getsockopt(sock, ZMQ_RCVMORE, &more, &sz) == 0 && more) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        int rc = zmq_msg_recv(&m, sock, ZMQ_DONTWAIT);
+        zmq_msg_close(&m);
+        if (rc < 0)
+            break;
+    }
+}
+
+/* Receive and decode up to batch_max messages without blocking. */
+static size_t drain(struct spine *sp)
+{
+    size_t n = 0;
+    char err[ERR_LEN];
+    while (n < sp->batch_max) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, sp->pull, ZMQ_DONTWAIT) < 0) {
+            int e = errno;
+            zmq_msg_close(&m);
+            if (e == EINTR)
+                continue;
+            if (e != EAGAIN)
+                log_error("receive: %s", zmq_strerror(e));
+            break;
+        }
+        if (zmq_msg_more(&m)) {
+            log_error("dropped a multi-frame message (expected one frame)");
+            drop_more(sp->pull);
+        } else if (spine_input_decode(zmq_msg_data(&m), zmq_msg_size(&m), &sp->batch[n], err) != 0) {
+            log_error("dropped a malformed message: %s", err);
+        } else {
+            n++;
+        }
+        zmq_msg_close(&m);
+    }
+    return n;
+}
+
+static void publish_progress(struct spine *sp)
+{
+    struct msg_progress p;
+    msgpack_sbuffer sb;
+    spine_store_progress(sp->store, &p, SPINE_PROGRESS_DONE_MAX);
+    msgpack_sbuffer_init(&sb);
+    msg_progress_encode(&sb, &p);
+    if (stage_send(sp->progress_pub, sb.data, sb.size, ZMQ_DONTWAIT) != 0)
+        log_warn("publish progress: %s", zmq_strerror(errno));
+    msgpack_sbuffer_destroy(&sb);
+    msg_progress_free(&p);
+}
+
+static void publish_events(struct spine *sp)
+{
+    char err[ERR_LEN];
+    for (size_t i = 0; i < sp->out.n_events; i++) {
+        const struct spine_committed *e = &sp->out.events[i];
+        msgpack_sbuffer sb;
+        msgpack_sbuffer_init(&sb);
+        if (event_full_pack(&sb, e->canon, e->len, e->hash, err) != 0)
+            log_error("event %" PRIu64 " not published: %s", e->seq, err);
+        else if (stage_send(sp->events_pub, e->type, strlen(e->type), ZMQ_SNDMORE | ZMQ_DONTWAIT) != 0 ||
+                 stage_send(sp->events_pub, sb.data, sb.size, ZMQ_DONTWAIT) != 0)
+            log_warn("event %" PRIu64 " not published: %s", e->seq, zmq_strerror(errno));
+        msgpack_sbuffer_destroy(&sb);
+    }
+}
+
+/* Forward commands; one the actuator cannot take now stays in the outbox. */
+static void send_commands(struct spine *sp, const struct tg_command *cmds, size_t n)
+{
+    size_t deferred = 0;
+    for (size_t i = 0; i < n; i++) {
+        msgpack_sbuffer sb;
+        msgpack_sbuffer_init(&sb);
+        msg_command_encode(&sb, &cmds[i]);
+        if (stage_send(sp->actuator, sb.data, sb.size, ZMQ_DONTWAIT) != 0) {
+            if (errno != EAGAIN)
+                log_error("send command %s: %s", cmds[i].command_id, zmq_strerror(errno));
+            deferred++;
+        }
+        msgpack_sbuffer_destroy(&sb);
+    }
+    if (deferred && !sp->actuator_blocked)
+        log_warn("actuator not accepting commands; %zu left in the outbox for re-sending", deferred);
+    else if (!deferred && n && sp->actuator_blocked)
+        log_info("actuator accepting commands again");
+    if (n)
+        sp->actuator_blocked = deferred > 0;
+}
+
+/* Receive, commit, publish one batch.  Returns the number of messages. */
+static size_t process_batch(struct spine *sp)
+{
+    char err[ERR_LEN];
+    size_t n = drain(sp);
+    if (n == 0)
+        return 0;
+    if (spine_store_apply(sp->store, sp->batch, n, &sp->out, err) != 0)
+        log_error("batch partly applied: %s", err);
+    publish_events(sp);
+    send_commands(sp, sp->out.commands, sp->out.n_commands);
+    publish_progress(sp);
+    log_debug("batch: %zu messages, %zu events, %zu commands", n, sp->out.n_events, sp->out.n_commands);
+    for (size_t i = 0; i < n; i++)
+        spine_input_free(&sp->batch[i]);
+    spine_output_reset(&sp->out);
+    return n;
+}
+
+static void resend_outbox(struct spine *sp)
+{
+    struct tg_command *cmds;
+    size_t n;
+    char err[ERR_LEN];
+    if (spine_store_outbox_due(sp->store, tg_now_ms(), RESEND_MAX, &cmds, &n, err) != 0) {
+        log_error("outbox scan: %s", err);
+        return;
+    }
+    if (n)
+        log_info("re-sending %zu commands that have no outcome yet", n);
+    send_commands(sp, cmds, n);
+    for (size_t i = 0; i < n; i++)
+        tg_command_free(&cmds[i]);
+    free(cmds);
+}
+
+int main(int argc, char **argv)
+{
+    struct spine sp;
+    char err[ERR_LEN];
+    struct spinedb_head head;
+
+    memset(&sp, 0, sizeof sp);
+    stage_init(&sp.st, "spine", argc, argv);
+    const struct tg_config *cfg = &sp.st.cfg;
+    if (spine_store_open(&sp.store, cfg->data_dir, cfg->namespace_, (uint64_t)cfg->command_resend_ms, err) != 0)
+        log_fatal("%s", err);
+    sp.batch_max = (size_t)cfg->spine_batch_max;
+    sp.batch = xcalloc(sp.batch_max, sizeof *sp.batch);
+    sp.pull = stage_socket(&sp.st, ZMQ_PULL, cfg->spine_endpoint, true, 0);
+    sp.events_pub = stage_socket(&sp.st, ZMQ_PUB, cfg->events_endpoint, true, 0);
+    sp.progress_pub = stage_socket(&sp.st, ZMQ_PUB, cfg->progress_endpoint, true, 0);
+    sp.actuator = stage_socket(&sp.st, ZMQ_PUSH, cfg->actuator_endpoint, false, 0);
+
+    spine_store_head(sp.store, &head);
+    log_info("started: head seq %" PRIu64 ", %ld commands in the outbox", head.seq,
+             spine_store_outbox_count(sp.store));
+
+    uint64_t next_tick = tg_mono_ms();
+    while (!sp.st.stopping) {
+        uint64_t now = tg_mono_ms();
+        if (now >= next_tick) {
+            resend_outbox(&sp);
+            publish_progress(&sp);
+            next_tick = now + TICK_MS;
+        }
+        zmq_pollitem_t items[] = {{.socket = sp.pull, .events = ZMQ_POLLIN}};
+        int rc = stage_poll(&sp.st, items, 1, (long)(next_tick - now));
+        if (rc < 0)
+            log_fatal("poll: %s", zmq_strerror(errno));
+        if (rc > 0 && (items[0].revents & ZMQ_POLLIN))
+            process_batch(&sp);
+    }
+
+    /* Finish what is already received, within the shutdown budget. */
+    uint64_t deadline = tg_mono_ms() + STOP_DRAIN_MS;
+    while (tg_mono_ms() < deadline && process_batch(&sp) > 0)
+        ;
+    publish_progress(&sp);
+
+    spine_store_head(sp.store, &head);
+    zmq_close(sp.pull);
+    zmq_close(sp.events_pub);
+    zmq_close(sp.progress_pub);
+    zmq_close(sp.actuator);
+    spine_output_free(&sp.out);
+    free(sp.batch);
+    spine_store_close(&sp.store);
+    log_info("stopped: head seq %" PRIu64, head.seq);
+    stage_fini(&sp.st);
+    return 0;
+}

@@ -1,0 +1,690 @@
+/*
+ * spine_store.c - the spine's write side (see spine_store.h): batched,
+ * idempotent application of RESULT / OUTCOME / APPEND messages to the
+ * hash-chained log, the command outbox and the journal watermark.
+ */
+#include "spine_store.h"
+#include "log.h"
+#include "mp.h"
+
+#include <search.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define KEY_MAX 511              /* LMDB's default maximum key size */
+#define EVENT_TYPE_MAX 127       /* what event_canon_parse accepts */
+#define QUEUED_KEY "queued_ms"   /* outbox value: command map plus this */
+
+/* Last time a command was sent to the actuator (memory only). */
+struct sent_entry {
+    char *command_id;
+    uint64_t sent_ms;
+};
+
+struct spine_store {
+    struct spinedb *db;
+    char *actor;
+    uint64_t resend_ms;
+    struct spinedb_head head;
+    uint64_t low;              /* every jseq 1..low is done */
+    uint64_t *done;            /* done jseqs above low, increasing */
+    size_t n_done, cap_done;
+    void *sent;                /* tsearch tree of struct sent_entry */
+};
+
+/* State of one write transaction; memory changes wait for the commit. */
+struct txn_ctx {
+    struct spine_store *s;
+    MDB_txn *txn;
+    struct spinedb_head head;
+    uint64_t now_us;
+    struct spine_output *out;
+    uint64_t *marks;           /* jseqs newly marked done */
+    size_t n_marks, cap_marks;
+    char **removed;            /* command ids removed from the outbox */
+    size_t n_removed, cap_removed;
+};
+
+/* ---- decoding and validation ---- */
+
+const char *spine_input_name(int type)
+{
+    switch (type) {
+    case MSG_RESULT: return "RESULT";
+    case MSG_OUTCOME: return "OUTCOME";
+    case MSG_APPEND: return "APPEND";
+    default: return "unknown";
+    }
+}
+
+static int key_check(const char *what, const char *key, char *err)
+{
+    size_t n = key ? strlen(key) : 0;
+    if (n == 0 || n > KEY_MAX)
+        return tg_err(err, "%s is empty or longer than %d bytes", what, KEY_MAX);
+    return 0;
+}
+
+static int events_check(const struct tg_event *ev, size_t n, char *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        size_t tl = strlen(ev[i].type);
+        if (tl == 0 || tl > EVENT_TYPE_MAX)
+            return tg_err(err, "event %zu: type is empty or longer than %d bytes", i, EVENT_TYPE_MAX);
+        if (key_check("event id", ev[i].id, err) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int input_check(const struct spine_input *in, char *err)
+{
+    switch (in->type) {
+    case MSG_RESULT:
+        if (key_check("webhook_id", in->u.result.webhook_id, err) != 0 ||
+            events_check(in->u.result.events, in->u.result.n_events, err) != 0)
+            return -1;
+        for (size_t i = 0; i < in->u.result.n_commands; i++)
+            if (key_check("command_id", in->u.result.commands[i].command_id, err) != 0)
+                return -1;
+        return 0;
+    case MSG_OUTCOME:
+        return key_check("command_id", in->u.outcome.command_id, err);
+    case MSG_APPEND:
+        return events_check(in->u.append.events, in->u.append.n_events, err);
+    }
+    return tg_err(err, "unexpected message type %d", in->type);
+}
+
+int spine_input_decode(const void *buf, size_t len, struct spine_input *in, char *err)
+{
+    int type, rc;
+    memset(in, 0, sizeof *in);
+    if (msg_type_of(buf, len, &type, err) != 0)
+        return -1;
+    switch (type) {
+    case MSG_RESULT: rc = msg_result_decode(buf, len, &in->u.result, err); break;
+    case MSG_OUTCOME: rc = msg_outcome_decode(buf, len, &in->u.outcome, err); break;
+    case MSG_APPEND: rc = msg_append_decode(buf, len, &in->u.append, err); break;
+    default: return tg_err(err, "message type %d is not accepted by the spine", type);
+    }
+    if (rc != 0)
+        return -1;
+    in->type = type;
+    if (input_check(in, err) != 0) {
+        spine_input_free(in);
+        return -1;
+    }
+    return 0;
+}
+
+void spine_input_free(struct spine_input *in)
+{
+    switch (in->type) {
+    case MSG_RESULT: msg_result_free(&in->u.result); break;
+    case MSG_OUTCOME: msg_outcome_free(&in->u.outcome); break;
+    case MSG_APPEND: msg_append_free(&in->u.append); break;
+    }
+    memset(in, 0, sizeof *in);
+}
+
+/* ---- output ---- */
+
+static void output_truncate(struct spine_output *out, size_t n_events, size_t n_commands)
+{
+    for (size_t i = n_events; i < out->n_events; i++) {
+        free(out->events[i].type);
+        free(out->events[i].canon);
+    }
+    for (size_t i = n_commands; i < out->n_commands; i++)
+        tg_command_free(&out->commands[i]);
+    out->n_events = n_events;
+    out->n_commands = n_commands;
+}
+
+void spine_output_reset(struct spine_output *out)
+{
+    output_truncate(out, 0, 0);
+}
+
+void spine_output_free(struct spine_output *out)
+{
+    spine_output_reset(out);
+    free(out->events);
+    free(out->commands);
+    memset(out, 0, sizeof *out);
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? xstrdup(s) : NULL;
+}
+
+static void output_add_command(struct spine_output *out, const struct tg_command *c)
+{
+    if (out->n_commands == out->cap_commands) {
+        out->cap_commands = out->cap_commands ? 2 * out->cap_commands : 16;
+        out->commands = xrealloc(out->commands, out->cap_commands * sizeof *out->commands);
+    }
+    struct tg_command *d = &out->commands[out->n_commands++];
+    d->command_id = xstrdup(c->command_id);
+    d->call_control_id = xstrdup(c->call_control_id);
+    d->action = xstrdup(c->action);
+    d->body = xstrdup(c->body);
+    d->webhook_id = dup_or_null(c->webhook_id);
+    d->call_session_id = dup_or_null(c->call_session_id);
+    d->from = dup_or_null(c->from);
+    d->to = dup_or_null(c->to);
+}
+
+/* ---- watermark ---- */
+
+/* Record jseq j as done (idempotent); call marks_advance afterwards. */
+static void marks_add(struct spine_store *s, uint64_t j)
+{
+    if (j <= s->low)
+        return;
+    size_t lo = 0, hi = s->n_done;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (s->done[mid] < j)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo < s->n_done && s->done[lo] == j)
+        return;
+    if (s->n_done == s->cap_done) {
+        s->cap_done = s->cap_done ? 2 * s->cap_done : 256;
+        s->done = xrealloc(s->done, s->cap_done * sizeof *s->done);
+    }
+    memmove(&s->done[lo + 1], &s->done[lo], (s->n_done - lo) * sizeof *s->done);
+    s->done[lo] = j;
+    s->n_done++;
+}
+
+static void marks_advance(struct spine_store *s)
+{
+    size_t k = 0;
+    while (k < s->n_done && s->done[k] == s->low + 1) {
+        s->low++;
+        k++;
+    }
+    if (k) {
+        memmove(s->done, s->done + k, (s->n_done - k) * sizeof *s->done);
+        s->n_done -= k;
+    }
+}
+
+/* ---- sent times ---- */
+
+static int sent_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct sent_entry *)a)->command_id, ((const struct sent_entry *)b)->command_id);
+}
+
+static struct sent_entry *sent_find(struct spine_store *s, const char *id)
+{
+    struct sent_entry key = {(char *)id, 0};
+    struct sent_entry **p = tfind(&key, &s->sent, sent_cmp);
+    return p ? *p : NULL;
+}
+
+static void sent_set(struct spine_store *s, const char *id, uint64_t now_ms)
+{
+    struct sent_entry *e = sent_find(s, id);
+    if (!e) {
+        e = xcalloc(1, sizeof *e);
+        e->command_id = xstrdup(id);
+        tsearch(e, &s->sent, sent_cmp);
+    }
+    e->sent_ms = now_ms;
+}
+
+static void sent_remove(struct spine_store *s, const char *id)
+{
+    struct sent_entry *e = sent_find(s, id);
+    if (!e)
+        return;
+    tdelete(e, &s->sent, sent_cmp);
+    free(e->command_id);
+    free(e);
+}
+
+static void sent_free_node(void *p)
+{
+    struct sent_entry *e = p;
+    free(e->command_id);
+    free(e);
+}
+
+/* ---- the transaction ---- */
+
+static int key_exists(MDB_txn *txn, MDB_dbi dbi, const char *key, bool *exists, char *err)
+{
+    MDB_val k = {strlen(key), (void *)key}, v;
+    int rc = mdb_get(txn, dbi, &k, &v);
+    if (rc && rc != MDB_NOTFOUND)
+        return spinedb_err(err, "spine db read", rc);
+    *exists = rc == 0;
+    return 0;
+}
+
+/* Append e after the head unless its id exists.  *seq = its seq, or 0 if skipped. */
+static int event_append(struct txn_ctx *c, const struct tg_event *e, uint64_t *seq, char *err)
+{
+    bool exists;
+    *seq = 0;
+    if (key_exists(c->txn, c->s->db->ids, e->id, &exists, err) != 0)
+        return -1;
+    if (exists)
+        return 0;
+
+    uint64_t n = c->head.seq + 1;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    event_canon_encode(&sb, e, n, c->now_us, c->head.hash);
+    uint8_t hash[EVENT_HASH_BYTES];
+    event_hash((const uint8_t *)sb.data, sb.size, hash);
+
+    uint8_t kb[8];
+    spinedb_u64_put(n, kb);
+    MDB_val k = {sizeof kb, kb}, v = {EVENT_HASH_BYTES + sb.size, NULL};
+    int rc = mdb_put(c->txn, c->s->db->events, &k, &v, MDB_APPEND | MDB_RESERVE);
+    if (rc) {
+        msgpack_sbuffer_destroy(&sb);
+        return spinedb_err(err, "spine db: append event", rc);
+    }
+    memcpy(v.mv_data, hash, EVENT_HASH_BYTES);
+    memcpy((uint8_t *)v.mv_data + EVENT_HASH_BYTES, sb.data, sb.size);
+
+    MDB_val ik = {strlen(e->id), e->id}, iv = {sizeof kb, kb};
+    if ((rc = mdb_put(c->txn, c->s->db->ids, &ik, &iv, MDB_NOOVERWRITE)) != 0) {
+        msgpack_sbuffer_destroy(&sb);
+        return spinedb_err(err, "spine db: record event id", rc);
+    }
+
+    struct spine_output *out = c->out;
+    if (out->n_events == out->cap_events) {
+        out->cap_events = out->cap_events ? 2 * out->cap_events : 64;
+        out->events = xrealloc(out->events, out->cap_events * sizeof *out->events);
+    }
+    struct spine_committed *ce = &out->events[out->n_events++];
+    ce->seq = n;
+    memcpy(ce->hash, hash, EVENT_HASH_BYTES);
+    ce->type = xstrdup(e->type);
+    ce->len = sb.size;
+    ce->canon = (uint8_t *)sb.data;     /* ownership moves to the output */
+
+    c->head.seq = n;
+    memcpy(c->head.hash, hash, EVENT_HASH_BYTES);
+    *seq = n;
+    return 0;
+}
+
+static int jseq_mark(struct txn_ctx *c, uint64_t jseq, char *err)
+{
+    uint8_t kb[8];
+    spinedb_u64_put(jseq, kb);
+    MDB_val k = {sizeof kb, kb}, v = {0, (void *)""};
+    int rc = mdb_put(c->txn, c->s->db->jseq, &k, &v, MDB_NOOVERWRITE);
+    if (rc == MDB_KEYEXIST)
+        return 0;
+    if (rc)
+        return spinedb_err(err, "spine db: mark jseq", rc);
+    if (c->n_marks == c->cap_marks) {
+        c->cap_marks = c->cap_marks ? 2 * c->cap_marks : 64;
+        c->marks = xrealloc(c->marks, c->cap_marks * sizeof *c->marks);
+    }
+    c->marks[c->n_marks++] = jseq;
+    return 0;
+}
+
+/* Outbox value: the command map plus "queued_ms". */
+static void outbox_value(const struct tg_command *cmd, uint64_t queued_ms, msgpack_sbuffer *out)
+{
+    msgpack_sbuffer tmp;
+    msgpack_packer pk;
+    msgpack_unpacked up;
+    char err[ERR_LEN];
+    msgpack_sbuffer_init(&tmp);
+    msgpack_packer_init(&pk, &tmp, msgpack_sbuffer_write);
+    msg_command_pack(&pk, cmd);
+    if (mp_unpack_exact(tmp.data, tmp.size, &up, err) != 0)
+        log_panic("outbox: own command encoding does not parse: %s", err);
+    const msgpack_object *m = &up.data;
+    msgpack_packer_init(&pk, out, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, m->via.map.size + 1);
+    for (uint32_t i = 0; i < m->via.map.size; i++) {
+        msgpack_pack_object(&pk, m->via.map.ptr[i].key);
+        msgpack_pack_object(&pk, m->via.map.ptr[i].val);
+    }
+    mp_pack_kv_u64(&pk, QUEUED_KEY, queued_ms);
+    msgpack_unpacked_destroy(&up);
+    msgpack_sbuffer_destroy(&tmp);
+}
+
+static int outbox_put(struct txn_ctx *c, const struct tg_command *cmd, char *err)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    outbox_value(cmd, c->now_us / 1000, &sb);
+    MDB_val k = {strlen(cmd->command_id), cmd->command_id}, v = {sb.size, sb.data};
+    int rc = mdb_put(c->txn, c->s->db->outbox, &k, &v, MDB_NOOVERWRITE);
+    msgpack_sbuffer_destroy(&sb);
+    if (rc == MDB_KEYEXIST)
+        return 0;
+    if (rc)
+        return spinedb_err(err, "spine db: queue command", rc);
+    output_add_command(c->out, cmd);
+    return 0;
+}
+
+static int apply_result(struct txn_ctx *c, const struct msg_result *r, char *err)
+{
+    bool seen;
+    if (jseq_mark(c, r->jseq, err) != 0 || key_exists(c->txn, c->s->db->webhooks, r->webhook_id, &seen, err) != 0)
+        return -1;
+    if (seen)
+        return 0;
+    uint64_t first = 0, seq;
+    for (size_t i = 0; i < r->n_events; i++) {
+        if (event_append(c, &r->events[i], &seq, err) != 0)
+            return -1;
+        if (!first)
+            first = seq;
+    }
+    for (size_t i = 0; i < r->n_commands; i++)
+        if (outbox_put(c, &r->commands[i], err) != 0)
+            return -1;
+    uint8_t vb[8];
+    spinedb_u64_put(first, vb);
+    MDB_val k = {strlen(r->webhook_id), r->webhook_id}, v = {sizeof vb, vb};
+    int rc = mdb_put(c->txn, c->s->db->webhooks, &k, &v, 0);
+    return rc ? spinedb_err(err, "spine db: record webhook", rc) : 0;
+}
+
+static int apply_outcome(struct txn_ctx *c, const struct msg_outcome *o, char *err)
+{
+    char id[EVENT_ID_LEN];
+    uint64_t seq;
+    msgpack_sbuffer data;
+    msgpack_packer pk;
+
+    event_id(o->command_id, "outcome", id);
+    msgpack_sbuffer_init(&data);
+    msgpack_packer_init(&pk, &data, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 6);
+    mp_pack_kv_str(&pk, "action", o->action);
+    mp_pack_kv_str(&pk, "command_id", o->command_id);
+    mp_pack_kv_u64(&pk, "status", o->status);
+    mp_pack_kv_bool(&pk, "ok", o->ok);
+    mp_pack_kv_u64(&pk, "attempts", o->attempts);
+    mp_pack_kv_str(&pk, "detail", o->detail ? o->detail : "");
+    struct tg_event e = {
+        .type = "tel.command", .actor = c->s->actor, .id = id,
+        .webhook_id = o->webhook_id, .call_control_id = o->call_control_id,
+        .call_session_id = o->call_session_id, .from = o->from, .to = o->to,
+        .data = (uint8_t *)data.data, .data_len = data.size,
+    };
+    int rc = event_append(c, &e, &seq, err);
+    msgpack_sbuffer_destroy(&data);
+    if (rc != 0)
+        return -1;
+
+    MDB_val k = {strlen(o->command_id), o->command_id};
+    rc = mdb_del(c->txn, c->s->db->outbox, &k, NULL);
+    if (rc == MDB_NOTFOUND)
+        return 0;
+    if (rc)
+        return spinedb_err(err, "spine db: remove command from outbox", rc);
+    if (c->n_removed == c->cap_removed) {
+        c->cap_removed = c->cap_removed ? 2 * c->cap_removed : 16;
+        c->removed = xrealloc(c->removed, c->cap_removed * sizeof *c->removed);
+    }
+    c->removed[c->n_removed++] = xstrdup(o->command_id);
+    return 0;
+}
+
+static int apply_one(struct txn_ctx *c, const struct spine_input *in, char *err)
+{
+    uint64_t seq;
+    switch (in->type) {
+    case MSG_RESULT:
+        return apply_result(c, &in->u.result, err);
+    case MSG_OUTCOME:
+        return apply_outcome(c, &in->u.outcome, err);
+    case MSG_APPEND:
+        for (size_t i = 0; i < in->u.append.n_events; i++)
+            if (event_append(c, &in->u.append.events[i], &seq, err) != 0)
+                return -1;
+        return 0;
+    }
+    return tg_err(err, "unexpected message type %d", in->type);
+}
+
+static void ctx_free(struct txn_ctx *c)
+{
+    for (size_t i = 0; i < c->n_removed; i++)
+        free(c->removed[i]);
+    free(c->removed);
+    free(c->marks);
+}
+
+/* Apply in[0..n) in one transaction and commit; all or nothing. */
+static int txn_run(struct spine_store *s, const struct spine_input *in, size_t n, struct spine_output *out,
+                   char *err)
+{
+    struct txn_ctx c = {.s = s, .head = s->head, .now_us = tg_now_us(), .out = out};
+    size_t ev0 = out->n_events, cmd0 = out->n_commands;
+    int rc = mdb_txn_begin(s->db->env, NULL, 0, &c.txn);
+    if (rc)
+        return spinedb_err(err, "spine db write transaction", rc);
+    for (size_t i = 0; i < n; i++)
+        if (apply_one(&c, &in[i], err) != 0)
+            goto fail;
+    if (c.head.seq != s->head.seq && spinedb_head_put(s->db, c.txn, &c.head, err) != 0)
+        goto fail;
+    rc = mdb_txn_commit(c.txn);
+    c.txn = NULL;
+    if (rc) {
+        spinedb_err(err, "spine db commit", rc);
+        goto fail;
+    }
+    s->head = c.head;
+    for (size_t i = 0; i < c.n_marks; i++)
+        marks_add(s, c.marks[i]);
+    marks_advance(s);
+    for (size_t i = 0; i < c.n_removed; i++)
+        sent_remove(s, c.removed[i]);
+    for (size_t i = cmd0; i < out->n_commands; i++)
+        sent_set(s, out->commands[i].command_id, c.now_us / 1000);
+    ctx_free(&c);
+    return 0;
+fail:
+    if (c.txn)
+        mdb_txn_abort(c.txn);
+    output_truncate(out, ev0, cmd0);
+    ctx_free(&c);
+    return -1;
+}
+
+int spine_store_apply(struct spine_store *s, const struct spine_input *in, size_t n, struct spine_output *out,
+                      char *err)
+{
+    char why[ERR_LEN];
+    size_t dropped = 0;
+    if (n == 0 || txn_run(s, in, n, out, why) == 0)
+        return 0;
+    if (n > 1)
+        log_error("commit of a batch of %zu messages failed (%s); retrying one by one", n, why);
+    for (size_t i = 0; i < n; i++) {
+        if (n > 1 && txn_run(s, &in[i], 1, out, why) == 0)
+            continue;
+        log_error("dropping %s message: %s", spine_input_name(in[i].type), why);
+        dropped++;
+    }
+    return tg_err(err, "%zu of %zu messages dropped (last: %s)", dropped, n, why);
+}
+
+/* ---- open / close / queries ---- */
+
+static int load_watermark(struct spine_store *s, MDB_txn *txn, char *err)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rc = mdb_cursor_open(txn, s->db->jseq, &cur);
+    if (rc)
+        return spinedb_err(err, "spine db cursor", rc);
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != 8) {
+            mdb_cursor_close(cur);
+            return tg_err(err, "spine db: jseq key of %zu bytes", k.mv_size);
+        }
+        marks_add(s, spinedb_u64_get(k.mv_data));
+    }
+    mdb_cursor_close(cur);
+    if (rc != MDB_NOTFOUND)
+        return spinedb_err(err, "spine db cursor", rc);
+    marks_advance(s);
+    return 0;
+}
+
+int spine_store_open(struct spine_store **out, const char *data_dir, const char *actor, uint64_t resend_ms,
+                     char *err)
+{
+    struct spine_store *s = xcalloc(1, sizeof *s);
+    MDB_txn *txn;
+    int rc;
+    *out = NULL;
+    if (spinedb_open(&s->db, data_dir, false, err) != 0) {
+        free(s);
+        return -1;
+    }
+    s->actor = xstrdup(actor);
+    s->resend_ms = resend_ms;
+    if ((rc = mdb_txn_begin(s->db->env, NULL, MDB_RDONLY, &txn)) != 0) {
+        spinedb_err(err, "spine db read transaction", rc);
+        spine_store_close(&s);
+        return -1;
+    }
+    if (spinedb_head_get(s->db, txn, &s->head, err) != 0 || load_watermark(s, txn, err) != 0) {
+        mdb_txn_abort(txn);
+        spine_store_close(&s);
+        return -1;
+    }
+    mdb_txn_abort(txn);
+    *out = s;
+    return 0;
+}
+
+void spine_store_close(struct spine_store **sp)
+{
+    if (!sp || !*sp)
+        return;
+    struct spine_store *s = *sp;
+    spinedb_close(&s->db);
+    tdestroy(s->sent, sent_free_node);
+    free(s->done);
+    free(s->actor);
+    free(s);
+    *sp = NULL;
+}
+
+void spine_store_head(const struct spine_store *s, struct spinedb_head *h)
+{
+    *h = s->head;
+}
+
+void spine_store_progress(const struct spine_store *s, struct msg_progress *p, size_t max)
+{
+    size_t n = s->n_done < max ? s->n_done : max;
+    p->low = s->low;
+    p->n_done = n;
+    p->done = xcalloc(n ? n : 1, sizeof *p->done);
+    if (n)
+        memcpy(p->done, s->done, n * sizeof *p->done);
+}
+
+/* Decide whether one outbox entry is due; fills *cmd when it is (returns 1). */
+static int outbox_entry_due(struct spine_store *s, const MDB_val *k, const MDB_val *v, uint64_t now_ms,
+                            struct tg_command *cmd)
+{
+    msgpack_unpacked up;
+    char err[ERR_LEN];
+    uint64_t queued;
+    int due = 0;
+    if (mp_unpack_exact(v->mv_data, v->mv_size, &up, err) != 0) {
+        log_error("outbox entry '%.*s' is unreadable: %s", (int)k->mv_size, (const char *)k->mv_data, err);
+        return 0;
+    }
+    if (mp_get_u64(&up.data, QUEUED_KEY, &queued, err) != 0 || msg_command_unpack(&up.data, cmd, err) != 0) {
+        log_error("outbox entry '%.*s' is malformed: %s", (int)k->mv_size, (const char *)k->mv_data, err);
+    } else if (now_ms >= queued + s->resend_ms) {
+        struct sent_entry *e = sent_find(s, cmd->command_id);
+        due = !e || now_ms >= e->sent_ms + s->resend_ms;
+        if (!due)
+            tg_command_free(cmd);
+    } else {
+        tg_command_free(cmd);
+    }
+    msgpack_unpacked_destroy(&up);
+    return due;
+}
+
+int spine_store_outbox_due(struct spine_store *s, uint64_t now_ms, size_t max, struct tg_command **cmds,
+                           size_t *n, char *err)
+{
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    size_t cap = 0;
+    int rc;
+    *cmds = NULL;
+    *n = 0;
+    if ((rc = mdb_txn_begin(s->db->env, NULL, MDB_RDONLY, &txn)) != 0)
+        return spinedb_err(err, "spine db read transaction", rc);
+    if ((rc = mdb_cursor_open(txn, s->db->outbox, &cur)) != 0) {
+        mdb_txn_abort(txn);
+        return spinedb_err(err, "spine db cursor", rc);
+    }
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && *n < max;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        struct tg_command cmd;
+        if (!outbox_entry_due(s, &k, &v, now_ms, &cmd))
+            continue;
+        if (*n == cap) {
+            cap = cap ? 2 * cap : 16;
+            *cmds = xrealloc(*cmds, cap * sizeof **cmds);
+        }
+        sent_set(s, cmd.command_id, now_ms);
+        (*cmds)[(*n)++] = cmd;
+    }
+    mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    if (rc != 0 && rc != MDB_NOTFOUND && *n < max) {
+        for (size_t i = 0; i < *n; i++)
+            tg_command_free(&(*cmds)[i]);
+        free(*cmds);
+        *cmds = NULL;
+        *n = 0;
+        return spinedb_err(err, "spine db cursor", rc);
+    }
+    return 0;
+}
+
+long spine_store_outbox_count(struct spine_store *s)
+{
+    MDB_txn *txn;
+    MDB_stat st;
+    if (mdb_txn_begin(s->db->env, NULL, MDB_RDONLY, &txn) != 0)
+        return -1;
+    int rc = mdb_stat(txn, s->db->outbox, &st);
+    mdb_txn_abort(txn);
+    return rc ? -1 : (long)st.ms_entries;
+}
+
+struct spinedb *spine_store_db(struct spine_store *s)
+{
+    return s->db;
+}

@@ -1,0 +1,575 @@
+/*
+ * spine_store_test.c - unit tests for spine/spine_store.c and
+ * common/spinedb.c against a temporary data directory: batching, gap-free
+ * seqs, de-duplication, outcomes, outbox re-sends, the journal watermark and
+ * the hash-chain verification used by `telctl verify`.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include <ftw.h>
+#include <sodium.h>
+
+#include "event.h"
+#include "log.h"
+#include "mp.h"
+#include "../../spine/spine_store.h"
+#include "spinedb.h"
+
+#define RESEND_MS 5000
+
+struct fixture {
+    char dir[64];
+    struct spine_store *store;
+    struct spine_output out;
+};
+
+static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb; (void)flag; (void)ftw;
+    return remove(path);
+}
+
+static int setup(void **state)
+{
+    struct fixture *f = xcalloc(1, sizeof *f);
+    char err[ERR_LEN];
+    snprintf(f->dir, sizeof f->dir, "/tmp/spine_test.XXXXXX");
+    if (!mkdtemp(f->dir))
+        return -1;
+    if (spine_store_open(&f->store, f->dir, "tel.x", RESEND_MS, err) != 0) {
+        fprintf(stderr, "open: %s\n", err);
+        return -1;
+    }
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    spine_store_close(&f->store);
+    spine_output_free(&f->out);
+    nftw(f->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    free(f);
+    return 0;
+}
+
+static void reopen(struct fixture *f)
+{
+    char err[ERR_LEN];
+    spine_store_close(&f->store);
+    assert_null(f->store);
+    assert_int_equal(spine_store_open(&f->store, f->dir, "tel.x", RESEND_MS, err), 0);
+}
+
+/* Encode a message and decode it as the spine does. */
+static void decode_into(msgpack_sbuffer *sb, struct spine_input *in)
+{
+    char err[ERR_LEN];
+    if (spine_input_decode(sb->data, sb->size, in, err) != 0)
+        fail_msg("decode: %s", err);
+    msgpack_sbuffer_destroy(sb);
+}
+
+/*
+ * A RESULT for webhook wh with one event per step in steps (comma separated;
+ * event ids event_id(wh, step)) and, when action is not NULL, one command.
+ */
+static void make_result(struct spine_input *in, uint64_t jseq, const char *wh, const char *steps,
+                        const char *action)
+{
+    struct tg_event ev[8];
+    char ids[8][EVENT_ID_LEN], types[8][64], cid[COMMAND_ID_LEN];
+    char *list = xstrdup(steps), *save = NULL;
+    size_t n = 0;
+    msgpack_sbuffer data;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&data);
+    msgpack_packer_init(&pk, &data, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 1);
+    mp_pack_kv_str(&pk, "webhook", wh);
+    for (char *s = strtok_r(list, ",", &save); s && n < 8; s = strtok_r(NULL, ",", &save), n++) {
+        event_id(wh, s, ids[n]);
+        snprintf(types[n], sizeof types[n], "tel.%s", s);
+        ev[n] = (struct tg_event){
+            .type = types[n], .actor = "tel.x", .id = ids[n], .webhook_id = (char *)wh,
+            .call_control_id = "v3:cc", .from = "+15550001111", .to = "+15550002222",
+            .data = (uint8_t *)data.data, .data_len = data.size,
+        };
+    }
+    struct tg_command cmd = {0};
+    if (action) {
+        command_id_make(wh, action, cid);
+        cmd = (struct tg_command){
+            .command_id = cid, .call_control_id = "v3:cc", .action = (char *)action,
+            .body = "{\"command_id\":\"x\"}", .webhook_id = (char *)wh,
+        };
+    }
+    struct msg_result r = {
+        .jseq = jseq, .webhook_id = (char *)wh, .events = ev, .n_events = n,
+        .commands = action ? &cmd : NULL, .n_commands = action ? 1 : 0,
+    };
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msg_result_encode(&sb, &r);
+    decode_into(&sb, in);
+    msgpack_sbuffer_destroy(&data);
+    free(list);
+}
+
+static void make_outcome(struct spine_input *in, const char *wh, const char *action, bool ok)
+{
+    char cid[COMMAND_ID_LEN];
+    command_id_make(wh, action, cid);
+    struct msg_outcome o = {
+        .command_id = cid, .action = (char *)action, .call_control_id = "v3:cc", .webhook_id = (char *)wh,
+        .status = ok ? 200 : 422, .ok = ok, .attempts = 2, .detail = ok ? "" : "Call has already ended",
+    };
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msg_outcome_encode(&sb, &o);
+    decode_into(&sb, in);
+}
+
+/* Apply inputs (freeing them) after resetting the output; expects success. */
+static void apply(struct fixture *f, struct spine_input *in, size_t n)
+{
+    char err[ERR_LEN];
+    spine_output_reset(&f->out);
+    int rc = spine_store_apply(f->store, in, n, &f->out, err);
+    for (size_t i = 0; i < n; i++)
+        spine_input_free(&in[i]);
+    if (rc != 0)
+        fail_msg("apply: %s", err);
+}
+
+static void assert_chain_ok(struct fixture *f, uint64_t n_events)
+{
+    struct spinedb_verify_report rep;
+    struct spinedb_head head;
+    char err[ERR_LEN];
+    int rc = spinedb_verify(spine_store_db(f->store), &rep, err);
+    if (rc != 0)
+        fail_msg("verify: %d at %llu: %s", rc, (unsigned long long)rep.bad_seq, err);
+    assert_int_equal(rep.n_events, n_events);
+    spine_store_head(f->store, &head);
+    assert_int_equal(head.seq, n_events);
+    assert_memory_equal(head.hash, rep.head, EVENT_HASH_BYTES);
+}
+
+static void test_batch_gap_free(void **state)
+{
+    struct fixture *f = *state;
+    struct spine_input in[3];
+    make_result(&in[0], 1, "wh-a", "inbound,decision", "answer");
+    make_result(&in[1], 2, "wh-b", "inbound,decision", "answer");
+    make_result(&in[2], 3, "wh-c", "answered", NULL);
+    apply(f, in, 3);
+    assert_int_equal(f->out.n_events, 5);
+    assert_int_equal(f->out.n_commands, 2);
+    for (size_t i = 0; i < f->out.n_events; i++)
+        assert_int_equal(f->out.events[i].seq, i + 1);
+    assert_string_equal(f->out.events[0].type, "tel.inbound");
+    assert_string_equal(f->out.events[4].type, "tel.answered");
+    /* Each published event carries the previous one's hash. */
+    for (size_t i = 1; i < f->out.n_events; i++) {
+        struct event_view v;
+        char err[ERR_LEN];
+        assert_int_equal(event_canon_parse(f->out.events[i].canon, f->out.events[i].len, &v, err), 0);
+        assert_memory_equal(v.prev_hash, f->out.events[i - 1].hash, EVENT_HASH_BYTES);
+    }
+    assert_int_equal(spine_store_outbox_count(f->store), 2);
+    assert_chain_ok(f, 5);
+
+    /* A second batch continues the sequence, also after a restart. */
+    reopen(f);
+    make_result(&in[0], 4, "wh-d", "inbound", NULL);
+    apply(f, in, 1);
+    assert_int_equal(f->out.n_events, 1);
+    assert_int_equal(f->out.events[0].seq, 6);
+    assert_chain_ok(f, 6);
+}
+
+static void test_duplicate_webhook(void **state)
+{
+    struct fixture *f = *state;
+    struct spine_input in[2];
+    make_result(&in[0], 1, "wh-a", "inbound,decision", "answer");
+    apply(f, in, 1);
+    assert_int_equal(f->out.n_events, 2);
+
+    /* Re-delivery (new jseq) and re-processing (same jseq), also within one
+     * batch: nothing is added, the jseqs are marked done. */
+    make_result(&in[0], 2, "wh-a", "inbound,decision", "answer");
+    make_result(&in[1], 1, "wh-a", "inbound,decision", "answer");
+    apply(f, in, 2);
+    assert_int_equal(f->out.n_events, 0);
+    assert_int_equal(f->out.n_commands, 0);
+    assert_int_equal(spine_store_outbox_count(f->store), 1);
+
+    struct msg_progress p;
+    spine_store_progress(f->store, &p, SPINE_PROGRESS_DONE_MAX);
+    assert_int_equal(p.low, 2);
+    assert_int_equal(p.n_done, 0);
+    msg_progress_free(&p);
+
+    /* Same webhook twice inside one batch. */
+    make_result(&in[0], 3, "wh-b", "inbound", NULL);
+    make_result(&in[1], 4, "wh-b", "inbound", NULL);
+    apply(f, in, 2);
+    assert_int_equal(f->out.n_events, 1);
+    assert_chain_ok(f, 3);
+}
+
+static void test_duplicate_event_id(void **state)
+{
+    struct fixture *f = *state;
+    struct spine_input in[1];
+    char id[EVENT_ID_LEN];
+    make_result(&in[0], 1, "wh-a", "inbound", NULL);
+    apply(f, in, 1);
+
+    /* A different webhook carrying an event whose id already exists. */
+    make_result(&in[0], 2, "wh-b", "decision", NULL);
+    event_id("wh-a", "inbound", id);
+    free(in[0].u.result.events[0].id);
+    in[0].u.result.events[0].id = xstrdup(id);
+    apply(f, in, 1);
+    assert_int_equal(f->out.n_events, 0);
+
+    /* APPEND: existing id skipped, new id appended. */
+    struct tg_event ev[2] = {
+        {.type = "ns.cert_issued", .actor = "tel.x", .id = id},
+        {.type = "ns.cert_issued", .actor = "tel.x", .id = "serial-1-issued"},
+    };
+    struct msg_append a = {.events = ev, .n_events = 2};
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msg_append_encode(&sb, &a);
+    decode_into(&sb, &in[0]);
+    apply(f, in, 1);
+    assert_int_equal(f->out.n_events, 1);
+    assert_int_equal(f->out.events[0].seq, 2);
+    assert_string_equal(f->out.events[0].type, "ns.cert_issued");
+    assert_chain_ok(f, 2);
+}
+
+static void test_outcome(void **state)
+{
+    struct fixture *f = *state;
+    struct spine_input in[1];
+    char err[ERR_LEN], *json, id[EVENT_ID_LEN], cid[COMMAND_ID_LEN], needle[256];
+    make_result(&in[0], 1, "wh-a", "inbound,decision", "answer");
+    apply(f, in, 1);
+    assert_int_equal(spine_store_outbox_count(f->store), 1);
+
+    make_outcome(&in[0], "wh-a", "answer", false);
+    apply(f, in, 1);
+    assert_int_equal(f->out.n_events, 1);
+    assert_string_equal(f->out.events[0].type, "tel.command");
+    assert_int_equal(spine_store_outbox_count(f->store), 0);
+    assert_int_equal(event_to_json(f->out.events[0].canon, f->out.events[0].len, f->out.events[0].hash,
+                                   &json, err), 0);
+    command_id_make("wh-a", "answer", cid);
+    event_id(cid, "outcome", id);
+    snprintf(needle, sizeof needle, "\"id\":\"%s\"", id);
+    assert_non_null(strstr(json, needle));
+    assert_non_null(strstr(json, "\"actor\":\"tel.x\""));
+    assert_non_null(strstr(json, "\"webhook_id\":\"wh-a\""));
+    snprintf(needle, sizeof needle, "\"data\":{\"action\":\"answer\",\"command_id\":\"%s\","
+             "\"status\":422,\"ok\":false,\"attempts\":2,\"detail\":\"Call has already ended\"}", cid);
+    assert_non_null(strstr(json, needle));
+    free(json);
+
+    /* The same outcome again adds nothing. */
+    make_outcome(&in[0], "wh-a", "answer", false);
+    apply(f, in, 1);
+    assert_int_equal(f->out.n_events, 0);
+    assert_chain_ok(f, 3);
+}
+
+static void test_outbox_resend(void **state)
+{
+    struct fixture *f = *state;
+    struct spine_input in[1];
+    struct tg_command *cmds;
+    size_t n;
+    char err[ERR_LEN], cid[COMMAND_ID_LEN];
+    uint64_t t0 = tg_now_ms();
+
+    make_result(&in[0], 1, "wh-a", "inbound", "answer");
+    apply(f, in, 1);
+    assert_int_equal(f->out.n_commands, 1);
+    command_id_make("wh-a", "answer", cid);
+    assert_string_equal(f->out.commands[0].command_id, cid);
+
+    assert_int_equal(spine_store_outbox_due(f->store, t0, 100, &cmds, &n, err), 0);
+    assert_int_equal(n, 0);
+    free(cmds);
+
+    uint64_t t1 = t0 + RESEND_MS + 1000;
+    assert_int_equal(spine_store_outbox_due(f->store, t1, 100, &cmds, &n, err), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(cmds[0].command_id, cid);
+    assert_string_equal(cmds[0].action, "answer");
+    assert_string_equal(cmds[0].body, "{\"command_id\":\"x\"}");
+    assert_string_equal(cmds[0].webhook_id, "wh-a");
+    assert_null(cmds[0].from);
+    tg_command_free(&cmds[0]);
+    free(cmds);
+
+    /* Just re-sent: not due again until another resend interval passed. */
+    assert_int_equal(spine_store_outbox_due(f->store, t1 + 10, 100, &cmds, &n, err), 0);
+    assert_int_equal(n, 0);
+    free(cmds);
+    assert_int_equal(spine_store_outbox_due(f->store, t1 + RESEND_MS, 100, &cmds, &n, err), 0);
+    assert_int_equal(n, 1);
+    tg_command_free(&cmds[0]);
+    free(cmds);
+
+    /* Survives a restart (queue time is on disk). */
+    reopen(f);
+    assert_int_equal(spine_store_outbox_due(f->store, t1, 100, &cmds, &n, err), 0);
+    assert_int_equal(n, 1);
+    tg_command_free(&cmds[0]);
+    free(cmds);
+
+    /* An outcome ends the re-sending. */
+    make_outcome(&in[0], "wh-a", "answer", true);
+    apply(f, in, 1);
+    assert_int_equal(spine_store_outbox_due(f->store, t1 + 10 * RESEND_MS, 100, &cmds, &n, err), 0);
+    assert_int_equal(n, 0);
+    free(cmds);
+}
+
+static void assert_progress(struct fixture *f, uint64_t low, const uint64_t *done, size_t n_done)
+{
+    struct msg_progress p;
+    spine_store_progress(f->store, &p, SPINE_PROGRESS_DONE_MAX);
+    assert_int_equal(p.low, low);
+    assert_int_equal(p.n_done, n_done);
+    for (size_t i = 0; i < n_done; i++)
+        assert_int_equal(p.done[i], done[i]);
+    msg_progress_free(&p);
+}
+
+static void test_watermark(void **state)
+{
+    struct fixture *f = *state;
+    struct spine_input in[3];
+    assert_progress(f, 0, NULL, 0);
+    make_result(&in[0], 3, "wh-3", "inbound", NULL);
+    make_result(&in[1], 1, "wh-1", "inbound", NULL);
+    make_result(&in[2], 5, "wh-5", "inbound", NULL);
+    apply(f, in, 3);
+    assert_progress(f, 1, (const uint64_t[]){3, 5}, 2);
+
+    make_result(&in[0], 2, "wh-2", "inbound", NULL);
+    apply(f, in, 1);
+    assert_progress(f, 3, (const uint64_t[]){5}, 1);
+
+    reopen(f);
+    assert_progress(f, 3, (const uint64_t[]){5}, 1);
+    make_result(&in[0], 4, "wh-4", "inbound", NULL);
+    apply(f, in, 1);
+    assert_progress(f, 5, NULL, 0);
+
+    /* The reported list is bounded. */
+    struct msg_progress p;
+    for (uint64_t j = 10; j < 20; j++) {
+        char wh[16];
+        snprintf(wh, sizeof wh, "wh-%llu", (unsigned long long)j);
+        make_result(&in[0], j, wh, "inbound", NULL);
+        apply(f, in, 1);
+    }
+    spine_store_progress(f->store, &p, 4);
+    assert_int_equal(p.low, 5);
+    assert_int_equal(p.n_done, 4);
+    assert_int_equal(p.done[0], 10);
+    assert_int_equal(p.done[3], 13);
+    msg_progress_free(&p);
+}
+
+/* Rewrite event seq's stored value with byte off flipped. */
+static void tamper(const char *dir, uint64_t seq, size_t off)
+{
+    struct spinedb *db;
+    MDB_txn *txn;
+    char err[ERR_LEN];
+    uint8_t kb[8];
+    assert_int_equal(spinedb_open(&db, dir, false, err), 0);
+    assert_int_equal(mdb_txn_begin(db->env, NULL, 0, &txn), 0);
+    spinedb_u64_put(seq, kb);
+    MDB_val k = {sizeof kb, kb}, v;
+    assert_int_equal(mdb_get(txn, db->events, &k, &v), 0);
+    assert_true(off < v.mv_size);
+    uint8_t *copy = xmalloc(v.mv_size);
+    memcpy(copy, v.mv_data, v.mv_size);
+    copy[off] ^= 0x01;
+    MDB_val nv = {v.mv_size, copy};
+    assert_int_equal(mdb_put(txn, db->events, &k, &nv, 0), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    free(copy);
+    spinedb_close(&db);
+}
+
+static int verify_dir(const char *dir, struct spinedb_verify_report *rep, char *err)
+{
+    struct spinedb *db;
+    assert_int_equal(spinedb_open(&db, dir, true, err), 0);
+    int rc = spinedb_verify(db, rep, err);
+    spinedb_close(&db);
+    return rc;
+}
+
+static void build_chain(struct fixture *f)
+{
+    struct spine_input in[2];
+    make_result(&in[0], 1, "wh-a", "inbound,decision", "answer");
+    make_result(&in[1], 2, "wh-b", "inbound,decision", NULL);
+    apply(f, in, 2);
+    assert_chain_ok(f, 4);
+    spine_store_close(&f->store);
+}
+
+static void test_tamper_content(void **state)
+{
+    struct fixture *f = *state;
+    struct spinedb_verify_report rep;
+    char err[ERR_LEN];
+    build_chain(f);
+    assert_int_equal(verify_dir(f->dir, &rep, err), 0);
+    assert_int_equal(rep.n_events, 4);
+    tamper(f->dir, 3, EVENT_HASH_BYTES + 40);     /* a byte of the canonical event */
+    assert_int_equal(verify_dir(f->dir, &rep, err), 1);
+    assert_int_equal(rep.bad_seq, 3);
+    assert_int_equal(rep.n_events, 2);
+    reopen(f);
+}
+
+static void test_tamper_hash(void **state)
+{
+    struct fixture *f = *state;
+    struct spinedb_verify_report rep;
+    char err[ERR_LEN];
+    build_chain(f);
+    tamper(f->dir, 2, 5);                         /* a byte of the stored hash */
+    assert_int_equal(verify_dir(f->dir, &rep, err), 1);
+    assert_int_equal(rep.bad_seq, 2);
+    reopen(f);
+}
+
+static void test_truncated_tail(void **state)
+{
+    struct fixture *f = *state;
+    struct spinedb_verify_report rep;
+    struct spinedb *db;
+    MDB_txn *txn;
+    char err[ERR_LEN];
+    uint8_t kb[8];
+    build_chain(f);
+    assert_int_equal(spinedb_open(&db, f->dir, false, err), 0);
+    assert_int_equal(mdb_txn_begin(db->env, NULL, 0, &txn), 0);
+    spinedb_u64_put(4, kb);
+    MDB_val k = {sizeof kb, kb};
+    assert_int_equal(mdb_del(txn, db->events, &k, NULL), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    spinedb_close(&db);
+    assert_int_equal(verify_dir(f->dir, &rep, err), 1);
+    assert_int_equal(rep.bad_seq, 4);
+    reopen(f);
+}
+
+static void test_readonly_missing_is_empty(void **state)
+{
+    struct fixture *f = *state;
+    struct spinedb_verify_report rep;
+    struct spinedb *db;
+    char err[ERR_LEN], *missing = xasprintf("%s/nothing-here", f->dir);
+    assert_int_equal(spinedb_open(&db, missing, true, err), 0);
+    assert_null(db->env);
+    assert_int_equal(spinedb_verify(db, &rep, err), 0);
+    assert_int_equal(rep.n_events, 0);
+    spinedb_close(&db);
+    assert_null(db);
+    free(missing);
+
+    /* Created by the spine but still empty. */
+    assert_int_equal(verify_dir(f->dir, &rep, err), 0);
+    assert_int_equal(rep.n_events, 0);
+}
+
+static void test_bad_input(void **state)
+{
+    struct fixture *f = *state;
+    struct spine_input in[3];
+    char err[ERR_LEN];
+    msgpack_sbuffer sb;
+
+    assert_int_equal(spine_input_decode("\x81\xa1v\x01", 4, &in[0], err), -1);
+    assert_int_equal(spine_input_decode("\xc1", 1, &in[0], err), -1);
+    struct msg_webhook w = {.jseq = 1, .attempt = 1, .body = (uint8_t *)"{}", .body_len = 2};
+    msgpack_sbuffer_init(&sb);
+    msg_webhook_encode(&sb, &w);
+    assert_int_equal(spine_input_decode(sb.data, sb.size, &in[0], err), -1);
+    msgpack_sbuffer_destroy(&sb);
+
+    /* An event type longer than the canonical parser accepts. */
+    char longtype[200];
+    memset(longtype, 'x', sizeof longtype - 1);
+    longtype[sizeof longtype - 1] = '\0';
+    struct tg_event ev = {.type = longtype, .actor = "tel.x", .id = "id-1"};
+    struct msg_append a = {.events = &ev, .n_events = 1};
+    msgpack_sbuffer_init(&sb);
+    msg_append_encode(&sb, &a);
+    assert_int_equal(spine_input_decode(sb.data, sb.size, &in[0], err), -1);
+    msgpack_sbuffer_destroy(&sb);
+
+    /* A message the database refuses (empty key) inside a batch: the batch
+     * is retried one by one, the others commit, the bad one is dropped. */
+    make_result(&in[0], 1, "wh-a", "inbound", NULL);
+    make_result(&in[2], 2, "wh-b", "inbound", NULL);
+    in[1] = (struct spine_input){.type = MSG_APPEND};
+    in[1].u.append.n_events = 1;
+    in[1].u.append.events = xcalloc(1, sizeof(struct tg_event));
+    in[1].u.append.events[0] = (struct tg_event){
+        .type = xstrdup("ns.cert_issued"), .actor = xstrdup("tel.x"), .id = xstrdup(""),
+    };
+    spine_output_reset(&f->out);
+    assert_int_equal(spine_store_apply(f->store, in, 3, &f->out, err), -1);
+    for (size_t i = 0; i < 3; i++)
+        spine_input_free(&in[i]);
+    assert_int_equal(f->out.n_events, 2);
+    assert_int_equal(f->out.events[0].seq, 1);
+    assert_int_equal(f->out.events[1].seq, 2);
+    assert_chain_ok(f, 2);
+    assert_progress(f, 2, NULL, 0);
+}
+
+int main(void)
+{
+    if (sodium_init() < 0)
+        return 1;
+    log_init("spine_store_test");
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_batch_gap_free, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_duplicate_webhook, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_duplicate_event_id, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_outcome, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_outbox_resend, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_watermark, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tamper_content, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tamper_hash, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_truncated_tail, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_readonly_missing_is_empty, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
