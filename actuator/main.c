@@ -1,0 +1,152 @@
+/*
+ * actuator/main.c - the actuator process: pulls COMMAND messages from the
+ * spine, executes them against the Telnyx Call Control API (actuator_http)
+ * and pushes one OUTCOME per finished command back to the spine.
+ */
+#include "actuator_http.h"
+#include "log.h"
+#include "msg.h"
+#include "stage.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ACTUATOR_HWM 10000
+#define ACTUATOR_FINISHED_CAP 8192
+#define ACTUATOR_DRAIN_MS 3000
+#define ACTUATOR_RECV_BATCH 256
+
+struct actuator {
+    struct stage st;
+    void *pull, *push;
+    struct actuator_http *http;
+    uint64_t received, duplicates, outcomes;
+};
+
+static void command_handle(struct actuator *a, const void *buf, size_t len)
+{
+    char err[ERR_LEN];
+    int type;
+    struct tg_command cmd;
+    if (msg_type_of(buf, len, &type, err) != 0) {
+        log_error("dropping malformed message (%zu bytes): %s", len, err);
+        return;
+    }
+    if (type != MSG_COMMAND) {
+        log_error("dropping message of unexpected type %d", type);
+        return;
+    }
+    if (msg_command_decode(buf, len, &cmd, err) != 0) {
+        log_error("dropping malformed COMMAND: %s", err);
+        return;
+    }
+    a->received++;
+    enum actuator_submit r = actuator_http_submit(a->http, &cmd);
+    if (r != ACT_SUBMIT_STARTED)
+        a->duplicates++;
+}
+
+static void outcomes_send(struct actuator *a)
+{
+    struct msg_outcome o;
+    while (actuator_http_outcome_pop(a->http, &o)) {
+        msgpack_sbuffer sb;
+        msgpack_sbuffer_init(&sb);
+        msg_outcome_encode(&sb, &o);
+        if (stage_send(a->push, sb.data, sb.size, ZMQ_DONTWAIT) != 0)
+            log_error("OUTCOME of %s not sent to the spine: %s (the spine will re-send the command)",
+                      o.command_id, zmq_strerror(errno));
+        else
+            a->outcomes++;
+        msgpack_sbuffer_destroy(&sb);
+        msg_outcome_free(&o);
+    }
+}
+
+static void commands_receive(struct actuator *a)
+{
+    zmq_msg_t msg;
+    for (int i = 0; i < ACTUATOR_RECV_BATCH; i++) {
+        zmq_msg_init(&msg);
+        if (zmq_msg_recv(&msg, a->pull, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&msg);
+            return;
+        }
+        if (zmq_msg_more(&msg)) {
+            log_error("dropping multi-part message");
+            while (zmq_msg_more(&msg) && zmq_msg_recv(&msg, a->pull, 0) >= 0)
+                ;
+        } else
+            command_handle(a, zmq_msg_data(&msg), zmq_msg_size(&msg));
+        zmq_msg_close(&msg);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    struct actuator a;
+    char err[ERR_LEN];
+    memset(&a, 0, sizeof a);
+    stage_init(&a.st, "actuator", argc, argv);
+    const struct tg_config *cfg = &a.st.cfg;
+
+    struct actuator_http_opts o = {
+        .api_url = cfg->telnyx_api_url,
+        .api_key = cfg->telnyx_api_key,
+        .timeout_ms = (long)cfg->command_timeout_ms,
+        .retry = {
+            .initial_ms = (uint64_t)cfg->command_backoff_initial_ms,
+            .max_ms = (uint64_t)cfg->command_backoff_max_ms,
+            .give_up_ms = (uint64_t)cfg->command_give_up_s * 1000,
+        },
+        .finished_cap = ACTUATOR_FINISHED_CAP,
+    };
+    a.http = actuator_http_new(&o, err);
+    if (!a.http)
+        log_fatal("%s", err);
+    if (!cfg->telnyx_api_key || !*cfg->telnyx_api_key)
+        log_warn("no telnyx_api_key configured: Telnyx will refuse every command (401)");
+
+    a.pull = stage_socket(&a.st, ZMQ_PULL, cfg->actuator_endpoint, true, ACTUATOR_HWM);
+    a.push = stage_socket(&a.st, ZMQ_PUSH, cfg->spine_endpoint, false, ACTUATOR_HWM);
+    log_info("started: commands from %s, API %s, outcomes to %s", cfg->actuator_endpoint,
+             cfg->telnyx_api_url, cfg->spine_endpoint);
+
+    uint64_t drain_until = 0;
+    for (;;) {
+        if (a.st.stopping) {
+            if (!drain_until) {
+                drain_until = tg_mono_ms() + ACTUATOR_DRAIN_MS;
+                log_info("stopping: %zu transfers running, %zu commands pending",
+                         actuator_http_running(a.http), actuator_http_pending(a.http));
+            }
+            if (actuator_http_running(a.http) == 0 || tg_mono_ms() >= drain_until)
+                break;
+        }
+        zmq_pollitem_t items[2] = {
+            {.socket = NULL, .fd = actuator_http_fd(a.http), .events = ZMQ_POLLIN},
+            {.socket = a.pull, .events = ZMQ_POLLIN},
+        };
+        int n = a.st.stopping ? 1 : 2;
+        long tmo = actuator_http_timeout_ms(a.http);
+        if (tmo < 0 || tmo > 1000)
+            tmo = 1000;
+        if (stage_poll(&a.st, items, n, tmo) < 0)
+            log_fatal("poll: %s", zmq_strerror(errno));
+        if (n == 2 && (items[1].revents & ZMQ_POLLIN))
+            commands_receive(&a);
+        actuator_http_run(a.http);
+        outcomes_send(&a);
+    }
+    size_t left = actuator_http_pending(a.http);
+    log_info("stopped: %llu commands received (%llu duplicates), %llu outcomes sent, "
+             "%zu unfinished left to the spine's outbox",
+             (unsigned long long)a.received, (unsigned long long)a.duplicates,
+             (unsigned long long)a.outcomes, left);
+    actuator_http_free(&a.http);
+    zmq_close(a.pull);
+    zmq_close(a.push);
+    stage_fini(&a.st);
+    return 0;
+}
