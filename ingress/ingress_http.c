@@ -1,0 +1,353 @@
+/*
+ * ingress_http.c - CivetWeb request handlers of the ingress (see
+ * ingress_http.h).  Every error answer is JSON {"error","detail"}; a webhook
+ * is answered 200 only once it is durable in the journal.
+ */
+#include "ingress_http.h"
+#include "log.h"
+
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <civetweb.h>
+#include <jansson.h>
+
+#define PATH_WEBHOOK "/webhooks/telnyx"
+#define PATH_HEALTH "/health"
+#define PATH_METRICS "/metrics"
+#define HTTP_LISTEN_BACKLOG "1024"
+#define HTTP_CONNECTION_QUEUE "1024"
+#define HTTP_LINGER_MS "500"
+
+struct ingress_http {
+    struct mg_context *ctx;
+    struct ingress_sig_key key;
+    bool verify;
+    int64_t max_body_bytes;
+    int64_t tolerance_s;
+    struct ingress_journal *_Atomic journal;   /* NULL until attached */
+    struct ingress_metrics *metrics;
+};
+
+/* ---- answers ---- */
+
+static void send_answer(struct mg_connection *c, int status, const char *ctype, const char *body,
+                        size_t len, const char *allow, bool close)
+{
+    char clen[24];
+
+    if (close)
+        mg_disable_connection_keep_alive(c);
+    snprintf(clen, sizeof clen, "%zu", len);
+    mg_response_header_start(c, status);
+    mg_response_header_add(c, "Content-Type", ctype, -1);
+    mg_response_header_add(c, "Content-Length", clen, -1);
+    mg_response_header_add(c, "Cache-Control", "no-store", -1);
+    if (allow)
+        mg_response_header_add(c, "Allow", allow, -1);
+    mg_response_header_send(c);
+    if (len > 0)
+        mg_write(c, body, len);
+}
+
+/* Send a jansson object (reference stolen) as the JSON answer. */
+static void send_json(struct mg_connection *c, int status, json_t *obj, const char *allow,
+                      bool close)
+{
+    static const char fallback[] = "{\"error\":\"internal\",\"detail\":\"answer could not be encoded\"}";
+    char *text = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+    json_decref(obj);
+    if (!text) {
+        send_answer(c, 500, "application/json", fallback, sizeof fallback - 1, NULL, close);
+        return;
+    }
+    send_answer(c, status, "application/json", text, strlen(text), allow, close);
+    free(text);
+}
+
+static int send_error(struct mg_connection *c, int status, const char *code, const char *detail,
+                      const char *allow, bool close)
+{
+    json_t *o = json_pack("{s:s,s:s}", "error", code, "detail", detail);
+    if (!o)     /* detail was not valid UTF-8 */
+        o = json_pack("{s:s,s:s}", "error", code, "detail", "(detail not representable)");
+    send_json(c, status, o, allow, close);
+    return status;
+}
+
+/* ---- POST /webhooks/telnyx ---- */
+
+/* Read the whole body, at most max bytes.  Returns 0 with *body (caller
+ * frees) and *len; 1 when over the limit; -1 on a read error. */
+static int body_read(struct mg_connection *c, int64_t max, char **body, size_t *len)
+{
+    const struct mg_request_info *ri = mg_get_request_info(c);
+    size_t cap = ri->content_length >= 0 ? (size_t)ri->content_length + 1 : 4096;
+    size_t n = 0;
+    char *buf = xmalloc(cap);
+
+    for (;;) {
+        if (n == cap) {
+            if (cap > (size_t)max)
+                break;
+            cap *= 2;
+            buf = xrealloc(buf, cap);
+        }
+        int k = mg_read(c, buf + n, cap - n);
+        if (k < 0) {
+            free(buf);
+            return -1;
+        }
+        if (k == 0)
+            break;
+        n += (size_t)k;
+        if (n > (size_t)max) {
+            free(buf);
+            return 1;
+        }
+    }
+    if (n > (size_t)max) {
+        free(buf);
+        return 1;
+    }
+    *body = buf;
+    *len = n;
+    return 0;
+}
+
+/* Is root a Telnyx envelope?  Sets *id to data.id (borrowed from root). */
+static int envelope_check(json_t *root, const char **id, char *err)
+{
+    if (!json_is_object(root))
+        return tg_err(err, "the body is not a JSON object");
+    json_t *data = json_object_get(root, "data");
+    if (!json_is_object(data))
+        return tg_err(err, "the body has no \"data\" object");
+    json_t *jid = json_object_get(data, "id");
+    if (!json_is_string(jid) || json_string_length(jid) == 0)
+        return tg_err(err, "\"data.id\" is missing or not a non-empty string");
+    if (!json_is_string(json_object_get(data, "event_type")))
+        return tg_err(err, "\"data.event_type\" is missing or not a string");
+    if (!json_is_object(json_object_get(data, "payload")))
+        return tg_err(err, "\"data.payload\" is missing or not an object");
+    *id = json_string_value(jid);
+    return 0;
+}
+
+static int handle_webhook(struct ingress_http *h, struct mg_connection *c, uint64_t recv_us)
+{
+    const struct mg_request_info *ri = mg_get_request_info(c);
+    char err[ERR_LEN];
+    char *body = NULL;
+    size_t len = 0;
+
+    if (strcmp(ri->request_method, "POST") != 0)
+        return send_error(c, 405, "method_not_allowed", "use POST for " PATH_WEBHOOK, "POST", false);
+    if (ri->content_length > h->max_body_bytes) {
+        snprintf(err, sizeof err, "the body of %lld bytes exceeds max_body_bytes (%" PRId64 ")",
+                 ri->content_length, h->max_body_bytes);
+        return send_error(c, 413, "payload_too_large", err, NULL, true);
+    }
+    int rr = body_read(c, h->max_body_bytes, &body, &len);
+    if (rr == 1) {
+        snprintf(err, sizeof err, "the body exceeds max_body_bytes (%" PRId64 ")", h->max_body_bytes);
+        return send_error(c, 413, "payload_too_large", err, NULL, true);
+    }
+    if (rr < 0)
+        return send_error(c, 400, "incomplete_body", "the request body could not be read", NULL, true);
+
+    const char *sig = mg_get_header(c, "telnyx-signature-ed25519");
+    const char *ts = mg_get_header(c, "telnyx-timestamp");
+    int status;
+    if (h->verify) {
+        enum ingress_sig_fail why;
+        if (ingress_sig_verify(&h->key, sig, ts, body, len, (int64_t)(tg_now_ms() / 1000),
+                               h->tolerance_s, &why, err) != 0) {
+            log_debug("webhook from %s rejected: %s", ri->remote_addr, err);
+            status = send_error(c, 401, ingress_sig_fail_code(why), err, NULL, false);
+            goto out;
+        }
+    }
+
+    json_error_t jerr;
+    json_t *root = json_loadb(body, len, 0, &jerr);
+    if (!root) {
+        snprintf(err, sizeof err, "the body is not JSON: %s (line %d, column %d)", jerr.text,
+                 jerr.line, jerr.column);
+        status = send_error(c, 400, "invalid_json", err, NULL, false);
+        goto out;
+    }
+    const char *id = NULL;
+    if (envelope_check(root, &id, err) != 0) {
+        json_decref(root);
+        status = send_error(c, 400, "not_an_envelope", err, NULL, false);
+        goto out;
+    }
+
+    struct ingress_journal *journal = atomic_load(&h->journal);
+    if (!journal) {
+        json_decref(root);
+        status = send_error(c, 503, "starting", "the ingress is starting; retry", NULL, false);
+        goto out;
+    }
+    struct journal_record rec = {
+        .recv_us = recv_us, .ts = (char *)ts, .sig = (char *)sig,
+        .body = (uint8_t *)body, .body_len = len,
+    };
+    uint64_t jseq = 0;
+    if (ingress_journal_append(journal, &rec, &jseq, err) != 0) {
+        json_decref(root);
+        status = send_error(c, 503, "journal_unavailable", err, NULL, false);
+        goto out;
+    }
+    json_t *ok = json_pack("{s:s,s:s,s:I}", "status", "accepted", "id", id, "jseq", (json_int_t)jseq);
+    json_decref(root);
+    send_json(c, 200, ok, NULL, false);
+    status = 200;
+out:
+    free(body);
+    return status;
+}
+
+/* ---- GET /health, GET /metrics ---- */
+
+static int handle_health(struct ingress_http *h, struct mg_connection *c)
+{
+    const char *method = mg_get_request_info(c)->request_method;
+    char reason[ERR_LEN];
+    const char *sigs = h->verify ? "verified" : "UNVERIFIED (allow_unsigned_webhooks)";
+
+    if (strcmp(method, "GET") != 0)
+        return send_error(c, 405, "method_not_allowed", "use GET for " PATH_HEALTH, "GET", false);
+    struct ingress_journal *journal = atomic_load(&h->journal);
+    if (!journal)
+        snprintf(reason, sizeof reason, "starting: journal recovery in progress");
+    if (!journal || ingress_journal_health(journal, reason) != 0) {
+        json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s}", "status", "unavailable", "reason", reason,
+                              "error", "unavailable", "detail", reason, "signatures", sigs);
+        send_json(c, 503, o, NULL, false);
+        return 503;
+    }
+    json_t *o = json_pack("{s:s,s:s,s:s}", "status", "ok", "signatures", sigs, "journal", "ok");
+    if (!h->verify)
+        json_object_set_new(o, "warning",
+                            json_string("webhook signatures are NOT verified: "
+                                        "allow_unsigned_webhooks = true"));
+    send_json(c, 200, o, NULL, false);
+    return 200;
+}
+
+static int handle_metrics(struct ingress_http *h, struct mg_connection *c)
+{
+    if (strcmp(mg_get_request_info(c)->request_method, "GET") != 0)
+        return send_error(c, 405, "method_not_allowed", "use GET for " PATH_METRICS, "GET", false);
+    size_t len;
+    char *text = ingress_metrics_render(h->metrics, &len);
+    send_answer(c, 200, "text/plain; version=0.0.4", text, len, NULL, false);
+    free(text);
+    return 200;
+}
+
+static int on_request(struct mg_connection *c, void *cbdata)
+{
+    struct ingress_http *h = cbdata;
+    const struct mg_request_info *ri = mg_get_request_info(c);
+    const char *uri = ri->local_uri_raw ? ri->local_uri_raw : ri->request_uri;
+    uint64_t t0 = tg_mono_ns();
+    uint64_t recv_us = tg_now_us();
+    enum ingress_path path;
+    int status;
+
+    if (!uri)
+        uri = "";
+    if (strcmp(uri, PATH_WEBHOOK) == 0) {
+        path = INGRESS_PATH_WEBHOOK;
+        status = handle_webhook(h, c, recv_us);
+    } else if (strcmp(uri, PATH_HEALTH) == 0) {
+        path = INGRESS_PATH_HEALTH;
+        status = handle_health(h, c);
+    } else if (strcmp(uri, PATH_METRICS) == 0) {
+        path = INGRESS_PATH_METRICS;
+        status = handle_metrics(h, c);
+    } else {
+        path = INGRESS_PATH_OTHER;
+        status = send_error(c, 404, "not_found", "no such path", NULL, false);
+    }
+    uint64_t dt = tg_mono_ns() - t0;
+    ingress_metrics_request(h->metrics, path, status, dt);
+    log_debug("%s %s from %s -> %d (%.2f ms)", ri->request_method, uri, ri->remote_addr, status,
+              (double)dt / 1e6);
+    return status;
+}
+
+static int on_log_message(const struct mg_connection *c, const char *message)
+{
+    TG_UNUSED(c);
+    log_debug("civetweb: %s", message);
+    return 1;
+}
+
+int ingress_http_start(const struct ingress_http_opts *opts, struct ingress_http **out, char *err)
+{
+    struct ingress_http *h = xcalloc(1, sizeof *h);
+    char threads[24], timeout[24], ka_timeout[24];
+    char etext[ERR_LEN] = "";
+    unsigned ecode = 0;
+
+    if (opts->key) {
+        h->key = *opts->key;
+        h->verify = true;
+    }
+    h->max_body_bytes = opts->max_body_bytes;
+    h->tolerance_s = opts->tolerance_s;
+    h->metrics = opts->metrics;
+
+    snprintf(threads, sizeof threads, "%" PRId64, opts->threads);
+    snprintf(timeout, sizeof timeout, "%" PRId64, opts->request_timeout_ms);
+    /* Idle keep-alive connections hold a worker thread: keep them short. */
+    snprintf(ka_timeout, sizeof ka_timeout, "%" PRId64,
+             opts->request_timeout_ms < 2000 ? opts->request_timeout_ms : 2000);
+    const char *options[] = {
+        "listening_ports", opts->listen,
+        "num_threads", threads,
+        "request_timeout_ms", timeout,
+        "enable_keep_alive", "yes",
+        "keep_alive_timeout_ms", ka_timeout,
+        "listen_backlog", HTTP_LISTEN_BACKLOG,
+        "connection_queue", HTTP_CONNECTION_QUEUE,
+        "linger_timeout_ms", HTTP_LINGER_MS,
+        NULL,
+    };
+    struct mg_callbacks cb;
+    memset(&cb, 0, sizeof cb);
+    cb.log_message = on_log_message;
+    struct mg_init_data init = {.callbacks = &cb, .user_data = h, .configuration_options = options};
+    struct mg_error_data edata = {.code = &ecode, .text = etext, .text_buffer_size = sizeof etext};
+
+    h->ctx = mg_start2(&init, &edata);
+    if (!h->ctx) {
+        tg_err(err, "cannot serve HTTP on %s: %s", opts->listen, etext[0] ? etext : "mg_start failed");
+        free(h);
+        return -1;
+    }
+    mg_set_request_handler(h->ctx, "/", on_request, h);
+    *out = h;
+    return 0;
+}
+
+void ingress_http_attach(struct ingress_http *h, struct ingress_journal *journal)
+{
+    atomic_store(&h->journal, journal);
+}
+
+void ingress_http_stop(struct ingress_http **hp)
+{
+    if (!hp || !*hp)
+        return;
+    mg_stop((*hp)->ctx);
+    free(*hp);
+    *hp = NULL;
+}

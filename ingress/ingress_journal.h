@@ -1,0 +1,67 @@
+/*
+ * ingress_journal.h - the ingress's durable journal writer with group commit
+ * (protocol.md section 3) and the publication of journaled webhooks to the
+ * verifiers (protocol.md section 2.1).  Used by the ingress: CivetWeb worker
+ * threads append, one writer thread owns the file and the PUSH socket.
+ */
+#ifndef INGRESS_JOURNAL_H
+#define INGRESS_JOURNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ingress_metrics.h"
+#include "journal.h"
+#include "util.h"
+
+#define INGRESS_JOURNAL_MAX_QUEUE 8192      /* waiting records before shedding */
+#define INGRESS_JOURNAL_MAX_WAIT_MS 1000    /* oldest waiter age before shedding */
+#define INGRESS_JOURNAL_MAX_PENDING 65536   /* unsent WEBHOOK messages kept in memory */
+
+struct ingress_journal_opts {
+    const char *dir;            /* DATA_DIR/journal, already recovered */
+    uint64_t next_jseq;         /* from journal_recover() */
+    uint64_t max_file_bytes;    /* rotate when the current file reaches this */
+    size_t max_queue;           /* 0: INGRESS_JOURNAL_MAX_QUEUE */
+    uint64_t max_wait_ms;       /* 0: INGRESS_JOURNAL_MAX_WAIT_MS */
+    void *push;                 /* bound ZMQ_PUSH socket to the verifiers, or NULL
+                                   (no publication); ownership is taken: only the
+                                   writer thread uses and closes it */
+    struct ingress_metrics *metrics;  /* required; must outlive the journal */
+};
+
+struct ingress_journal;
+
+/*
+ * Open the first dump file (named by next_jseq; the directory is fsynced) and
+ * start the writer thread.  0 and *out, or -1 with err (the push socket is
+ * then closed).  Stop with ingress_journal_stop().
+ */
+int ingress_journal_start(const struct ingress_journal_opts *opts, struct ingress_journal **out,
+                          char *err) TG_MUST_CHECK;
+
+/*
+ * Make one record durable: queue it and block until the writer's batch that
+ * holds it was written and fdatasync'ed.  rec->jseq is ignored; the record is
+ * only read and must stay valid until the call returns (the caller keeps
+ * ownership).  Thread-safe.
+ * Returns 0 and *jseq_out, or -1 with err when the record is NOT durable:
+ * "overloaded" (queue full or writer stalled; nothing was queued), a write
+ * or sync error of its batch, or shutdown in progress.  The caller answers
+ * 503 so that Telnyx re-delivers.
+ */
+int ingress_journal_append(struct ingress_journal *j, const struct journal_record *rec,
+                           uint64_t *jseq_out, char *err) TG_MUST_CHECK;
+
+/* 0 when webhooks can be accepted, else -1 with the reason in reason
+ * (last write/sync error until a batch succeeds again, or overload). */
+int ingress_journal_health(struct ingress_journal *j, char *reason) TG_MUST_CHECK;
+
+/*
+ * Stop: refuse new appends, let the writer finish what is queued, try once
+ * more to send pending messages, close the socket and the file, join the
+ * thread, free and NULL *j.  No-op on NULL.
+ */
+void ingress_journal_stop(struct ingress_journal **j);
+
+#endif

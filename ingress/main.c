@@ -1,0 +1,130 @@
+/*
+ * main.c - the ingress process: receives Telnyx webhooks over HTTP, makes
+ * them durable in the journal and hands them to the verifiers.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <civetweb.h>
+
+#include "ingress_http.h"
+#include "ingress_journal.h"
+#include "ingress_metrics.h"
+#include "ingress_sig.h"
+#include "journal.h"
+#include "log.h"
+#include "stage.h"
+
+#define INGRESS_LOCK_FILE "ingress.lock"
+
+static struct ingress_metrics metrics;
+
+/* One ingress per journal: hold an exclusive lock for the process lifetime
+ * (released by the kernel on any exit, also SIGKILL). */
+static int lock_journal(const char *jdir)
+{
+    char *path = xasprintf("%s/%s", jdir, INGRESS_LOCK_FILE);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0)
+        log_fatal("open %s: %s", path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        fprintf(stderr, "ingress: another ingress is using %s (%s)\n", jdir,
+                errno == EWOULDBLOCK ? "locked" : strerror(errno));
+        exit(1);
+    }
+    free(path);
+    return fd;
+}
+
+int main(int argc, char **argv)
+{
+    struct stage st;
+    struct ingress_sig_key key;
+    const struct ingress_sig_key *keyp = NULL;
+    char err[ERR_LEN];
+
+    stage_init(&st, "ingress", argc, argv);
+    const struct tg_config *cfg = &st.cfg;
+
+    bool have_key = cfg->telnyx_public_key && *cfg->telnyx_public_key;
+    if (have_key && ingress_sig_key_parse(cfg->telnyx_public_key, &key, err) != 0) {
+        fprintf(stderr, "ingress: configuration error: telnyx_public_key: %s\n", err);
+        exit(2);
+    }
+    if (!cfg->allow_unsigned_webhooks) {
+        if (!have_key) {
+            fprintf(stderr, "ingress: configuration error: telnyx_public_key is not set; refusing "
+                            "to accept unverified webhooks (set allow_unsigned_webhooks = true "
+                            "to run without signature checks)\n");
+            exit(2);
+        }
+        keyp = &key;
+    } else {
+        log_warn("allow_unsigned_webhooks = true: webhook signatures are NOT verified%s",
+                 have_key ? " (telnyx_public_key is ignored)" : "");
+    }
+
+    ingress_metrics_init(&metrics);
+    char *jdir = xasprintf("%s/%s", cfg->data_dir, JOURNAL_SUBDIR);
+    if (tg_mkdir_p(jdir, err) != 0)
+        log_fatal("journal directory: %s", err);
+    int lockfd = lock_journal(jdir);
+
+    /* Claim the port first: a second ingress must not touch the journal or
+     * the verifier endpoint of a running one. */
+    mg_init_library(0);
+    struct ingress_http *http = NULL;
+    struct ingress_http_opts ho = {
+        .listen = cfg->http_listen,
+        .threads = cfg->http_threads,
+        .request_timeout_ms = cfg->http_request_timeout_ms,
+        .max_body_bytes = cfg->max_body_bytes,
+        .tolerance_s = cfg->signature_tolerance_s,
+        .key = keyp,
+        .metrics = &metrics,
+    };
+    if (ingress_http_start(&ho, &http, err) != 0) {
+        log_error("%s", err);
+        fprintf(stderr, "ingress: %s\n", err);
+        exit(1);
+    }
+
+    uint64_t next_jseq = 0;
+    if (journal_recover(jdir, &next_jseq, err) != 0)
+        log_fatal("journal recovery: %s", err);
+    struct ingress_journal *journal = NULL;
+    struct ingress_journal_opts jo = {
+        .dir = jdir,
+        .next_jseq = next_jseq,
+        .max_file_bytes = (uint64_t)cfg->journal_max_bytes,
+        .push = stage_socket(&st, ZMQ_PUSH, cfg->verifier_endpoint, true, 0),
+        .metrics = &metrics,
+    };
+    if (ingress_journal_start(&jo, &journal, err) != 0)
+        log_fatal("journal: %s", err);
+    ingress_http_attach(http, journal);
+    log_info("listening on %s, journal %s (next jseq %llu), verifiers at %s, signatures %s",
+             cfg->http_listen, jdir, (unsigned long long)next_jseq, cfg->verifier_endpoint,
+             keyp ? "verified" : "NOT verified");
+
+    zmq_pollitem_t none[1];
+    while (!st.stopping) {
+        if (stage_poll(&st, none, 0, -1) < 0)
+            log_fatal("poll: %s", zmq_strerror(zmq_errno()));
+    }
+
+    ingress_http_stop(&http);       /* finishes the requests in flight */
+    ingress_journal_stop(&journal); /* finishes its batch, closes the socket */
+    mg_exit_library();
+    log_info("stopped");
+    close(lockfd);
+    free(jdir);
+    stage_fini(&st);
+    return 0;
+}

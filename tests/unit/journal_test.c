@@ -1,0 +1,497 @@
+/*
+ * journal_test.c - unit tests of the journal (common/journal.c): record
+ * round trips, the reader's statuses, start-up recovery (torn tail truncated,
+ * corrupt files renamed, next jseq), and the ingress's group-commit writer
+ * (ingress/ingress_journal.c) with concurrent appenders and rotation.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "journal.h"
+#include "log.h"
+#include "../../ingress/ingress_journal.h"
+
+struct tmp {
+    char dir[64];
+};
+
+static int setup(void **state)
+{
+    struct tmp *t = calloc(1, sizeof *t);
+    snprintf(t->dir, sizeof t->dir, "/tmp/journal_test.XXXXXX");
+    if (!mkdtemp(t->dir))
+        return -1;
+    *state = t;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct tmp *t = *state;
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", t->dir);
+    if (system(cmd) != 0)
+        return -1;
+    free(t);
+    return 0;
+}
+
+static void make_record(struct journal_record *r, uint64_t jseq, const char *body)
+{
+    memset(r, 0, sizeof *r);
+    r->jseq = jseq;
+    r->recv_us = 1700000000000000u + jseq;
+    r->ts = jseq % 2 ? "1700000000" : NULL;
+    r->sig = jseq % 2 ? "c2lnbmF0dXJl" : NULL;
+    r->body = (uint8_t *)body;
+    r->body_len = strlen(body);
+}
+
+/* Write records first..first+n-1 to dir/<name of first>.dump; returns the
+ * path (static buffer) and each record's end offset in ends[]. */
+static const char *write_file(const char *dir, uint64_t first, size_t n, size_t *ends)
+{
+    static char path[256];
+    char name[JOURNAL_NAME_LEN], err[ERR_LEN], body[64];
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    for (size_t i = 0; i < n; i++) {
+        struct journal_record r;
+        snprintf(body, sizeof body, "{\"data\":{\"id\":\"w%llu\"}}", (unsigned long long)(first + i));
+        make_record(&r, first + i, body);
+        assert_int_equal(journal_record_encode(&sb, &r, err), 0);
+        if (ends)
+            ends[i] = sb.size;
+    }
+    journal_file_name(first, name);
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(sb.data, 1, sb.size, f), sb.size);
+    fclose(f);
+    msgpack_sbuffer_destroy(&sb);
+    return path;
+}
+
+static off_t file_size(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return -1;
+    return st.st_size;
+}
+
+static void append_bytes(const char *path, const void *buf, size_t n)
+{
+    FILE *f = fopen(path, "ab");
+    assert_non_null(f);
+    assert_int_equal(fwrite(buf, 1, n, f), n);
+    fclose(f);
+}
+
+static void flip_byte(const char *path, off_t off)
+{
+    int fd = open(path, O_RDWR);
+    uint8_t b;
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, &b, 1, off), 1);
+    b ^= 0x40;
+    assert_int_equal(pwrite(fd, &b, 1, off), 1);
+    close(fd);
+}
+
+static void test_round_trip(void **state)
+{
+    (void)state;
+    struct journal_record in, out;
+    char err[ERR_LEN];
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+
+    make_record(&in, 7, "{\"data\":{}}");
+    assert_int_equal(journal_record_encode(&sb, &in, err), 0);
+    assert_int_equal((uint8_t)sb.data[0], 0x54);
+    assert_int_equal((uint8_t)sb.data[3], 0x31);
+    assert_int_equal(journal_record_decode(sb.data, sb.size, &out, err), 0);
+    assert_int_equal(out.jseq, 7);
+    assert_int_equal(out.recv_us, in.recv_us);
+    assert_string_equal(out.ts, "1700000000");
+    assert_string_equal(out.sig, "c2lnbmF0dXJl");
+    assert_int_equal(out.body_len, in.body_len);
+    assert_memory_equal(out.body, in.body, in.body_len);
+    journal_record_free(&out);
+    assert_null(out.body);
+
+    /* nil headers and a binary body with NULs */
+    static const uint8_t bin[] = {0, 1, 2, 0, 255};
+    sb.size = 0;
+    make_record(&in, 8, "");
+    in.body = (uint8_t *)bin;
+    in.body_len = sizeof bin;
+    assert_int_equal(journal_record_encode(&sb, &in, err), 0);
+    assert_int_equal(journal_record_decode(sb.data, sb.size, &out, err), 0);
+    assert_null(out.ts);
+    assert_null(out.sig);
+    assert_int_equal(out.body_len, sizeof bin);
+    assert_memory_equal(out.body, bin, sizeof bin);
+    journal_record_free(&out);
+
+    /* any flipped payload byte fails the CRC; a flipped magic byte too */
+    sb.data[sb.size - 2] ^= 1;
+    assert_int_equal(journal_record_decode(sb.data, sb.size, &out, err), -1);
+    assert_non_null(strstr(err, "CRC"));
+    sb.data[sb.size - 2] ^= 1;
+    sb.data[1] ^= 1;
+    assert_int_equal(journal_record_decode(sb.data, sb.size, &out, err), -1);
+    assert_non_null(strstr(err, "magic"));
+    sb.data[1] ^= 1;
+    assert_int_equal(journal_record_decode(sb.data, sb.size - 1, &out, err), -1);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+static void test_reader(void **state)
+{
+    struct tmp *t = *state;
+    size_t ends[3];
+    const char *path = write_file(t->dir, 1, 3, ends);
+    struct journal_reader *r = NULL;
+    struct journal_record rec;
+    char err[ERR_LEN];
+
+    assert_int_equal(journal_reader_open(path, &r, err), 0);
+    for (uint64_t i = 1; i <= 3; i++) {
+        assert_int_equal(journal_reader_next(r, &rec, err), JOURNAL_OK);
+        assert_int_equal(rec.jseq, i);
+        assert_int_equal(journal_reader_good_offset(r), ends[i - 1]);
+        journal_record_free(&rec);
+    }
+    assert_int_equal(journal_reader_next(r, &rec, err), JOURNAL_END);
+    assert_int_equal(journal_reader_next(r, &rec, err), JOURNAL_END);
+    assert_int_equal(journal_reader_last_jseq(r), 3);
+    journal_reader_close(&r);
+    assert_null(r);
+
+    /* a torn header, then a torn payload */
+    append_bytes(path, "TGJ", 3);
+    assert_int_equal(journal_reader_open(path, &r, err), 0);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(journal_reader_next(r, &rec, err), JOURNAL_OK);
+        journal_record_free(&rec);
+    }
+    assert_int_equal(journal_reader_next(r, &rec, err), JOURNAL_TORN);
+    assert_int_equal(journal_reader_good_offset(r), ends[2]);
+    journal_reader_close(&r);
+    assert_int_equal(truncate(path, (off_t)ends[1] + 20), 0);
+    assert_int_equal(journal_reader_open(path, &r, err), 0);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(journal_reader_next(r, &rec, err), JOURNAL_OK);
+        journal_record_free(&rec);
+    }
+    assert_int_equal(journal_reader_next(r, &rec, err), JOURNAL_TORN);
+    assert_int_equal(journal_reader_good_offset(r), ends[1]);
+    journal_reader_close(&r);
+
+    /* a bad length and a CRC mismatch are corrupt */
+    path = write_file(t->dir, 1, 3, ends);
+    flip_byte(path, (off_t)ends[0] + 4);    /* length of record 2: +2^30 */
+    assert_int_equal(journal_reader_open(path, &r, err), 0);
+    assert_int_equal(journal_reader_next(r, &rec, err), JOURNAL_OK);
+    journal_record_free(&rec);
+    assert_int_equal(journal_reader_next(r, &rec, err), JOURNAL_CORRUPT);
+    assert_non_null(strstr(err, "out of range"));
+    journal_reader_close(&r);
+    path = write_file(t->dir, 1, 3, ends);
+    flip_byte(path, (off_t)ends[1] - 3);
+    assert_int_equal(journal_reader_open(path, &r, err), 0);
+    assert_int_equal(journal_reader_next(r, &rec, err), JOURNAL_OK);
+    journal_record_free(&rec);
+    assert_int_equal(journal_reader_next(r, &rec, err), JOURNAL_CORRUPT);
+    assert_non_null(strstr(err, "CRC"));
+    journal_reader_close(&r);
+}
+
+static void test_list(void **state)
+{
+    struct tmp *t = *state;
+    char **names = NULL;
+    size_t n = 0;
+    char err[ERR_LEN];
+
+    write_file(t->dir, 10, 1, NULL);
+    write_file(t->dir, 2, 1, NULL);
+    write_file(t->dir, 100, 1, NULL);
+    char other[256];
+    snprintf(other, sizeof other, "%s/0000000000000005.dump.corrupt", t->dir);
+    append_bytes(other, "x", 1);
+    snprintf(other, sizeof other, "%s/notes.txt", t->dir);
+    append_bytes(other, "x", 1);
+    assert_int_equal(journal_list(t->dir, &names, &n, err), 0);
+    assert_int_equal(n, 3);
+    assert_string_equal(names[0], "0000000000000002.dump");
+    assert_string_equal(names[1], "0000000000000010.dump");
+    assert_string_equal(names[2], "0000000000000100.dump");
+    journal_names_free(&names, n);
+    assert_null(names);
+
+    char missing[128];
+    snprintf(missing, sizeof missing, "%s/none", t->dir);
+    assert_int_equal(journal_list(missing, &names, &n, err), 0);
+    assert_int_equal(n, 0);
+}
+
+static void test_recover_empty(void **state)
+{
+    struct tmp *t = *state;
+    char sub[128], err[ERR_LEN];
+    uint64_t next = 0;
+    snprintf(sub, sizeof sub, "%s/journal", t->dir);
+    assert_int_equal(journal_recover(sub, &next, err), 0);
+    assert_int_equal(next, 1);
+    assert_int_equal(access(sub, F_OK), 0);
+}
+
+static void test_recover_torn_tail(void **state)
+{
+    struct tmp *t = *state;
+    size_t ends[4];
+    char err[ERR_LEN];
+    uint64_t next = 0;
+
+    write_file(t->dir, 1, 3, NULL);
+    const char *p = write_file(t->dir, 4, 4, ends);
+    char newest[256];
+    snprintf(newest, sizeof newest, "%s", p);
+    assert_int_equal(truncate(newest, (off_t)ends[3] - 5), 0);   /* record 7 torn */
+    assert_int_equal(journal_recover(t->dir, &next, err), 0);
+    assert_int_equal(next, 7);
+    assert_int_equal(file_size(newest), (off_t)ends[2]);
+
+    /* a zero-filled tail (size extended, data never written) is torn too */
+    static const uint8_t zeros[100];
+    append_bytes(newest, zeros, sizeof zeros);
+    assert_int_equal(journal_recover(t->dir, &next, err), 0);
+    assert_int_equal(next, 7);
+    assert_int_equal(file_size(newest), (off_t)ends[2]);
+
+    /* recovering again changes nothing */
+    assert_int_equal(journal_recover(t->dir, &next, err), 0);
+    assert_int_equal(next, 7);
+    char **names = NULL;
+    size_t n = 0;
+    assert_int_equal(journal_list(t->dir, &names, &n, err), 0);
+    assert_int_equal(n, 2);
+    journal_names_free(&names, n);
+}
+
+static void test_recover_corrupt(void **state)
+{
+    struct tmp *t = *state;
+    size_t ends[3];
+    char err[ERR_LEN], old[256], corrupt[300];
+    uint64_t next = 0;
+
+    /* CRC mismatch in the middle of an older file: renamed, kept */
+    snprintf(old, sizeof old, "%s", write_file(t->dir, 1, 3, ends));
+    flip_byte(old, (off_t)ends[1] - 2);
+    write_file(t->dir, 4, 2, NULL);
+    assert_int_equal(journal_recover(t->dir, &next, err), 0);
+    /* past the good records (..5) and whatever 1.dump could hold */
+    uint64_t bound = 1 + ends[2] / 13 + 1;
+    assert_int_equal(next, bound > 6 ? bound : 6);
+    assert_int_equal(access(old, F_OK), -1);
+    snprintf(corrupt, sizeof corrupt, "%s.corrupt", old);
+    assert_int_equal(file_size(corrupt), (off_t)ends[2]);
+
+    /* a torn tail in a file that is not the newest: renamed as well */
+    snprintf(old, sizeof old, "%s", write_file(t->dir, 6, 3, ends));
+    assert_int_equal(truncate(old, (off_t)ends[2] - 1), 0);
+    write_file(t->dir, 9, 1, NULL);
+    assert_int_equal(journal_recover(t->dir, &next, err), 0);
+    assert_true(next >= 10);
+    assert_true(next > 6 + (ends[2] - 1) / 13);
+    assert_int_equal(access(old, F_OK), -1);
+
+    /* corruption in the newest file (not a torn tail): renamed, and the next
+     * jseq is past anything the renamed file could hold (10..12 here) */
+    snprintf(old, sizeof old, "%s", write_file(t->dir, 10, 3, ends));
+    flip_byte(old, 0);
+    assert_int_equal(journal_recover(t->dir, &next, err), 0);
+    assert_true(next > 12);
+    assert_true(next <= 10 + ends[2] / 13 + 1);
+    snprintf(old, sizeof old, "%s", write_file(t->dir, 10, 3, ends));
+    flip_byte(old, (off_t)ends[1] + 1);     /* magic of record 12 */
+    assert_int_equal(journal_recover(t->dir, &next, err), 0);
+    assert_true(next > 12);
+    snprintf(corrupt, sizeof corrupt, "%s.corrupt.1", old);   /* .corrupt was taken */
+    assert_int_equal(access(corrupt, F_OK), 0);
+
+    char **names = NULL;
+    size_t n = 0;
+    assert_int_equal(journal_list(t->dir, &names, &n, err), 0);
+    assert_int_equal(n, 2);     /* 4.dump and 9.dump survive */
+    journal_names_free(&names, n);
+}
+
+/* ---- the ingress's group-commit writer ---- */
+
+#define APPENDERS 8
+#define PER_THREAD 40
+
+struct appender {
+    struct ingress_journal *j;
+    int id;
+    uint64_t jseqs[PER_THREAD];
+    int failures;
+};
+
+static void *appender_main(void *arg)
+{
+    struct appender *a = arg;
+    char body[600], err[ERR_LEN];
+    for (int i = 0; i < PER_THREAD; i++) {
+        memset(body, 'x', sizeof body);
+        snprintf(body, 40, "{\"t\":%d,\"i\":%d}", a->id, i);
+        struct journal_record r;
+        make_record(&r, 0, body);
+        r.body_len = sizeof body;
+        if (ingress_journal_append(a->j, &r, &a->jseqs[i], err) != 0)
+            a->failures++;
+    }
+    return NULL;
+}
+
+static void test_group_commit_and_rotation(void **state)
+{
+    struct tmp *t = *state;
+    static struct ingress_metrics m;
+    char err[ERR_LEN];
+    uint64_t next = 0;
+
+    ingress_metrics_init(&m);
+    assert_int_equal(journal_recover(t->dir, &next, err), 0);
+    struct ingress_journal_opts o = {
+        .dir = t->dir, .next_jseq = next, .max_file_bytes = 16384, .metrics = &m,
+    };
+    struct ingress_journal *j = NULL;
+    assert_int_equal(ingress_journal_start(&o, &j, err), 0);
+
+    struct appender a[APPENDERS];
+    pthread_t th[APPENDERS];
+    for (int i = 0; i < APPENDERS; i++) {
+        memset(&a[i], 0, sizeof a[i]);
+        a[i].j = j;
+        a[i].id = i;
+        assert_int_equal(pthread_create(&th[i], NULL, appender_main, &a[i]), 0);
+    }
+    for (int i = 0; i < APPENDERS; i++)
+        pthread_join(th[i], NULL);
+    assert_int_equal(ingress_journal_health(j, err), 0);
+    ingress_journal_stop(&j);
+    assert_null(j);
+
+    /* every append got a distinct jseq in 1..N, each thread's increasing */
+    const uint64_t total = APPENDERS * PER_THREAD;
+    uint8_t seen[APPENDERS * PER_THREAD + 1];
+    memset(seen, 0, sizeof seen);
+    for (int i = 0; i < APPENDERS; i++) {
+        assert_int_equal(a[i].failures, 0);
+        for (int k = 0; k < PER_THREAD; k++) {
+            uint64_t s = a[i].jseqs[k];
+            assert_true(s >= 1 && s <= total);
+            assert_int_equal(seen[s], 0);
+            seen[s] = 1;
+            if (k > 0)
+                assert_true(s > a[i].jseqs[k - 1]);
+        }
+    }
+    assert_int_equal(atomic_load(&m.journal_records), total);
+    assert_true(atomic_load(&m.journal_batches) >= 1);
+    assert_true(atomic_load(&m.journal_batches) <= total);
+
+    /* rotated into several files, each named by its first jseq, all readable */
+    char **names = NULL;
+    size_t n = 0;
+    assert_int_equal(journal_list(t->dir, &names, &n, err), 0);
+    assert_true(n >= 2);
+    uint64_t expect = 1;
+    for (size_t f = 0; f < n; f++) {
+        char path[256];
+        struct journal_reader *r = NULL;
+        struct journal_record rec;
+        snprintf(path, sizeof path, "%s/%s", t->dir, names[f]);
+        assert_int_equal(journal_reader_open(path, &r, err), 0);
+        bool first = true;
+        enum journal_status st;
+        while ((st = journal_reader_next(r, &rec, err)) == JOURNAL_OK) {
+            if (first)
+                assert_int_equal(strtoull(names[f], NULL, 10), rec.jseq);
+            first = false;
+            assert_int_equal(rec.jseq, expect);
+            assert_int_equal(rec.body_len, 600);
+            expect++;
+            journal_record_free(&rec);
+        }
+        assert_int_equal(st, JOURNAL_END);
+        journal_reader_close(&r);
+    }
+    assert_int_equal(expect, total + 1);
+    journal_names_free(&names, n);
+
+    assert_int_equal(journal_recover(t->dir, &next, err), 0);
+    assert_int_equal(next, total + 1);
+}
+
+static void test_write_failure_reported(void **state)
+{
+    struct tmp *t = *state;
+    static struct ingress_metrics m;
+    char err[ERR_LEN];
+    uint64_t jseq = 0;
+
+    /* /dev/full makes every write fail with ENOSPC */
+    if (access("/dev/full", W_OK) != 0)
+        skip();
+    char link[256];
+    snprintf(link, sizeof link, "%s/0000000000000001.dump", t->dir);
+    assert_int_equal(symlink("/dev/full", link), 0);
+    ingress_metrics_init(&m);
+    struct ingress_journal_opts o = {
+        .dir = t->dir, .next_jseq = 1, .max_file_bytes = 1 << 20, .metrics = &m,
+    };
+    struct ingress_journal *j = NULL;
+    assert_int_equal(ingress_journal_start(&o, &j, err), 0);
+    struct journal_record r;
+    make_record(&r, 0, "{}");
+    assert_int_equal(ingress_journal_append(j, &r, &jseq, err), -1);
+    assert_non_null(strstr(err, "No space"));
+    assert_int_equal(ingress_journal_health(j, err), -1);
+    assert_non_null(strstr(err, "No space"));
+    assert_int_equal(atomic_load(&m.journal_failed_batches), 1);
+    ingress_journal_stop(&j);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_round_trip),
+        cmocka_unit_test_setup_teardown(test_reader, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_list, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_recover_empty, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_recover_torn_tail, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_recover_corrupt, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_group_commit_and_rotation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_write_failure_reported, setup, teardown),
+    };
+    log_init("journal_test");
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
