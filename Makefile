@@ -19,7 +19,7 @@ BIN     ?= bin
 
 LIBS_COMMON := $(shell pkg-config --libs libzmq msgpack libsodium 2>/dev/null) -lpthread
 LIBS_INGRESS  := -lcivetweb -ljansson
-LIBS_VERIFIER := -ljansson
+LIBS_VERIFIER := -ljansson -llmdb
 LIBS_SPINE    := -llmdb
 LIBS_ACTUATOR := $(shell pkg-config --libs libcurl 2>/dev/null) -ljansson
 LIBS_TELCTL   := -llmdb -ljansson
@@ -29,14 +29,14 @@ LIBS_TELCTL   := -llmdb -ljansson
 COMMON_SRC := common/util.c common/log.c common/mp.c common/config.c \
               common/msg.c common/event.c common/stage.c common/crc32c.c \
               common/journal.c common/spinedb.c common/numbers.c \
-              common/cert.c common/keyfile.c
+              common/cert.c common/keyfile.c common/registry.c
 INGRESS_SRC  := ingress/ingress_http.c ingress/ingress_sig.c \
                 ingress/ingress_journal.c ingress/ingress_metrics.c
 VERIFIER_SRC := verifier/verifier_webhook.c verifier/verifier_flow.c \
-                verifier/verifier_state.c
+                verifier/verifier_state.c verifier/verifier_certs.c
 SPINE_SRC    := spine/spine_store.c
 ACTUATOR_SRC := actuator/actuator_http.c actuator/actuator_retry.c
-TELCTL_SRC   := telctl/telctl_events.c
+TELCTL_SRC   := telctl/telctl_events.c telctl/telctl_cert.c
 
 PROGS := ingress verifier spine actuator telctl
 

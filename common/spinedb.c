@@ -35,8 +35,7 @@ int spinedb_err(char *err, const char *what, int rc)
     return tg_err(err, "%s: %s", what, mdb_strerror(rc));
 }
 
-/* Begin a read-only transaction, adopting a map grown by the writer. */
-static int txn_begin_ro(const struct spinedb *db, MDB_txn **txn, char *err)
+int spinedb_txn_begin_ro(const struct spinedb *db, MDB_txn **txn, char *err)
 {
     int rc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, txn);
     if (rc == MDB_MAP_RESIZED) {
@@ -46,12 +45,20 @@ static int txn_begin_ro(const struct spinedb *db, MDB_txn **txn, char *err)
     return rc ? spinedb_err(err, "spine db read transaction", rc) : 0;
 }
 
-static const char *const db_names[] = {"events", "ids", "webhooks", "jseq", "outbox", "meta"};
+static const char *const db_names[] = {"events", "ids", "webhooks", "jseq", "outbox", "meta",
+                                       "certs", "phones"};
 
 static MDB_dbi *db_slot(struct spinedb *db, size_t i)
 {
-    MDB_dbi *slots[] = {&db->events, &db->ids, &db->webhooks, &db->jseq, &db->outbox, &db->meta};
+    MDB_dbi *slots[] = {&db->events, &db->ids, &db->webhooks, &db->jseq, &db->outbox, &db->meta,
+                        &db->certs, &db->phones};
     return slots[i];
+}
+
+/* phones holds several serials per number, sorted. */
+static unsigned db_flags(size_t i)
+{
+    return strcmp(db_names[i], "phones") == 0 ? MDB_DUPSORT : 0;
 }
 
 /* Open every named database in txn.  1 when one is missing (read-only). */
@@ -59,7 +66,7 @@ static int dbis_open(struct spinedb *db, MDB_txn *txn, char *err)
 {
     unsigned flags = db->readonly ? 0 : MDB_CREATE;
     for (size_t i = 0; i < ARRAY_LEN(db_names); i++) {
-        int rc = mdb_dbi_open(txn, db_names[i], flags, db_slot(db, i));
+        int rc = mdb_dbi_open(txn, db_names[i], flags | db_flags(i), db_slot(db, i));
         if (rc == MDB_NOTFOUND && db->readonly)
             return 1;
         if (rc)
@@ -96,7 +103,7 @@ int spinedb_open(struct spinedb **out, const char *data_dir, bool readonly, char
         goto fail;
     }
     if (readonly) {
-        if (txn_begin_ro(db, &txn, err) != 0)
+        if (spinedb_txn_begin_ro(db, &txn, err) != 0)
             goto fail;
     } else if ((rc = mdb_txn_begin(db->env, NULL, 0, &txn)) != 0) {
         spinedb_err(err, "spine db write transaction", rc);
@@ -196,7 +203,7 @@ int spinedb_events_foreach(const struct spinedb *db, uint64_t from_seq, spinedb_
     MDB_cursor *cur;
     uint8_t kb[8];
     int rc, ret = 0;
-    if (txn_begin_ro(db, &txn, err) != 0)
+    if (spinedb_txn_begin_ro(db, &txn, err) != 0)
         return -1;
     if ((rc = mdb_cursor_open(txn, db->events, &cur)) != 0) {
         mdb_txn_abort(txn);
@@ -262,7 +269,7 @@ int spinedb_verify(const struct spinedb *db, struct spinedb_verify_report *rep, 
     MDB_cursor *cur;
     struct spinedb_head head;
     int rc, ret = 0;
-    if (txn_begin_ro(db, &txn, err) != 0)
+    if (spinedb_txn_begin_ro(db, &txn, err) != 0)
         return -1;
     if (spinedb_head_get(db, txn, &head, err) != 0) {
         mdb_txn_abort(txn);

@@ -31,6 +31,8 @@ struct spinedb {
     MDB_dbi jseq;            /* jseq u64 BE -> empty (processed) */
     MDB_dbi outbox;          /* command_id -> command map (msgpack) */
     MDB_dbi meta;            /* "head" -> last seq u64 BE || last hash(32) */
+    MDB_dbi certs;           /* serial -> certificate record (msgpack, see registry.h) */
+    MDB_dbi phones;          /* E.164 -> serial (MDB_DUPSORT: several per number) */
 };
 
 /* Last appended event: seq 0 and an all-zero hash for an empty log. */
@@ -53,6 +55,10 @@ uint64_t spinedb_u64_get(const void *in8);
 int spinedb_open(struct spinedb **out, const char *data_dir, bool readonly, char *err) TG_MUST_CHECK;
 /* Close the environment and free the handle; NULLs *db.  NULL is a no-op. */
 void spinedb_close(struct spinedb **db);
+
+/* Begin a read-only transaction (adopting a map grown by the writer); the
+ * caller ends it with mdb_txn_abort.  0 or -1 with err. */
+int spinedb_txn_begin_ro(const struct spinedb *db, MDB_txn **txn, char *err) TG_MUST_CHECK;
 
 /* Text of an LMDB return code with context into err; returns -1. */
 int spinedb_err(char *err, const char *what, int rc);

@@ -4,6 +4,7 @@
  * hash-chained log, the command outbox and the journal watermark.
  */
 #include "spine_store.h"
+#include "registry.h"
 #include "log.h"
 #include "mp.h"
 
@@ -91,7 +92,12 @@ static int input_check(const struct spine_input *in, char *err)
     case MSG_OUTCOME:
         return key_check("command_id", in->u.outcome.command_id, err);
     case MSG_APPEND:
-        return events_check(in->u.append.events, in->u.append.n_events, err);
+        if (events_check(in->u.append.events, in->u.append.n_events, err) != 0)
+            return -1;
+        for (size_t i = 0; i < in->u.append.n_events; i++)
+            if (registry_event_check(&in->u.append.events[i], err) != 0)
+                return -1;
+        return 0;
     }
     return tg_err(err, "unexpected message type %d", in->type);
 }
@@ -455,9 +461,15 @@ static int apply_one(struct txn_ctx *c, const struct spine_input *in, char *err)
     case MSG_OUTCOME:
         return apply_outcome(c, &in->u.outcome, err);
     case MSG_APPEND:
-        for (size_t i = 0; i < in->u.append.n_events; i++)
-            if (event_append(c, &in->u.append.events[i], &seq, err) != 0)
+        /* Operator events; ns.cert_* also update the certificate registry in
+         * the same transaction (only APPEND may: a verifier cannot issue). */
+        for (size_t i = 0; i < in->u.append.n_events; i++) {
+            const struct tg_event *e = &in->u.append.events[i];
+            if (event_append(c, e, &seq, err) != 0)
                 return -1;
+            if (seq != 0 && registry_apply_event(c->s->db, c->txn, e, err) != 0)
+                return -1;
+        }
         return 0;
     }
     return tg_err(err, "unexpected message type %d", in->type);

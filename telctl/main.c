@@ -23,6 +23,11 @@ static const struct telctl_command commands[] = {
     {"events", telctl_events, "[--type PREFIX] [--from SEQ] [--limit N] [--json]", "query the spine"},
     {"tail", telctl_tail, "[--type PREFIX] [--json]", "follow the live event stream"},
     {"verify", telctl_verify, "", "check the hash chain"},
+    {"keygen", telctl_keygen, "FILE", "new Ed25519 key pair; secret to FILE (0600), prints the public key"},
+    {"issuer", telctl_issuer, "init", "create this installation's issuer key if absent; print its public key"},
+    {"cert", telctl_cert, "issue --namespace NS --pubkey B64 --phone E164 [--phone ...] [--days N] [--out FILE]"
+                          " | revoke SERIAL | list [--json]", "certificates"},
+    {"token", telctl_token, "--key FILE --cert FILE --from E164 --to E164", "value for the X-Namespace-Token SIP header"},
 };
 
 static const struct telctl_command *command_find(const char *name)

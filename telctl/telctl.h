@@ -39,4 +39,10 @@ int telctl_events(const struct tg_config *cfg, int argc, char **argv);
 int telctl_tail(const struct tg_config *cfg, int argc, char **argv);
 int telctl_verify(const struct tg_config *cfg, int argc, char **argv);
 
+/* telctl_cert.c */
+int telctl_keygen(const struct tg_config *cfg, int argc, char **argv);
+int telctl_issuer(const struct tg_config *cfg, int argc, char **argv);
+int telctl_cert(const struct tg_config *cfg, int argc, char **argv);
+int telctl_token(const struct tg_config *cfg, int argc, char **argv);
+
 #endif

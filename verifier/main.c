@@ -7,6 +7,7 @@
 #include "msg.h"
 #include "numbers.h"
 #include "stage.h"
+#include "verifier_certs.h"
 #include "verifier_flow.h"
 #include "verifier_webhook.h"
 
@@ -22,6 +23,7 @@ struct verifier {
     struct stage st;
     void *pull, *push;
     struct numbers_watch numbers;
+    struct verifier_certs *certs;
     const struct verifier_policy *policy;
     uint64_t handled, failed;
 };
@@ -96,14 +98,21 @@ int main(int argc, char **argv)
         stage_fini(&v.st);
         return 2;
     }
-    v.policy = verifier_policy_default();
+    if (verifier_certs_open(&v.certs, cfg, err) != 0) {
+        fprintf(stderr, "verifier: configuration error: %s\n", err);
+        numbers_watch_close(&v.numbers);
+        stage_fini(&v.st);
+        return 2;
+    }
+    v.policy = verifier_certs_policy(v.certs);
 
     v.pull = stage_socket(&v.st, ZMQ_PULL, cfg->verifier_endpoint, false, VERIFIER_HWM);
     v.push = stage_socket(&v.st, ZMQ_PUSH, cfg->spine_endpoint, false, VERIFIER_HWM);
     int tmo = VERIFIER_SEND_TIMEOUT_MS;
     zmq_setsockopt(v.push, ZMQ_SNDTIMEO, &tmo, sizeof tmo);
-    log_info("started: pulling webhooks from %s, results to %s, policy: no certificates "
-             "(every caller rejected)", cfg->verifier_endpoint, cfg->spine_endpoint);
+    log_info("started: pulling webhooks from %s, results to %s, %zu trusted issuer(s), "
+             "min_attestation %s", cfg->verifier_endpoint, cfg->spine_endpoint,
+             verifier_certs_trusted(v.certs), config_attestation_name(cfg->min_attestation));
 
     zmq_msg_t msg;
     while (!v.st.stopping) {
@@ -135,6 +144,7 @@ int main(int argc, char **argv)
     zmq_close(v.pull);
     zmq_close(v.push);
     numbers_watch_close(&v.numbers);
+    verifier_certs_close(&v.certs);
     stage_fini(&v.st);
     return 0;
 }

@@ -35,6 +35,7 @@ void verifier_policy_decide(const struct verifier_policy *p, const struct verifi
     out->method[sizeof out->method - 1] = '\0';
     out->serial[sizeof out->serial - 1] = '\0';
     out->reason[sizeof out->reason - 1] = '\0';
+    out->detail[sizeof out->detail - 1] = '\0';
     if (out->verified && (!out->namespace_[0] || !out->method[0]))
         out->verified = false;
     if (!out->verified && !reason_ok(out->reason))
@@ -201,9 +202,13 @@ static int on_initiated(struct flow *f, const struct numbers *numbers,
         return 0;
     }
     bool busy = cfg->reject_mode == REJECT_BUSY;
-    data_begin(&sb, &pk, 2);
+    data_begin(&sb, &pk, 2 + (d.serial[0] != '\0') + (d.detail[0] != '\0'));
     mp_pack_kv_str(&pk, "reason", d.reason);
     mp_pack_kv_str(&pk, "mode", busy ? "busy" : "announce");
+    if (d.serial[0])
+        mp_pack_kv_str(&pk, "serial", d.serial);
+    if (d.detail[0])
+        mp_pack_kv_str(&pk, "detail", d.detail);
     event_add(f, "tel.call_rejected", "decision", &sb);
     snprintf(st.reason, sizeof st.reason, "%s", d.reason);
     if (busy) {

@@ -47,6 +47,7 @@ struct verifier_call {
 #define POLICY_METHOD_MAX 16
 #define POLICY_SERIAL_MAX 128
 #define POLICY_REASON_MAX 32
+#define POLICY_DETAIL_MAX 128
 
 /* The verdict.  When verified, namespace_, method ("token" | "registry")
  * and serial are set; otherwise reason is one of SPEC section 4's rejection
@@ -57,6 +58,7 @@ struct verifier_decision {
     char method[POLICY_METHOD_MAX];
     char serial[POLICY_SERIAL_MAX];
     char reason[POLICY_REASON_MAX];
+    char detail[POLICY_DETAIL_MAX]; /* optional human reason, e.g. why a token failed */
 };
 
 /* A screening policy: decide fills *out (zeroed by the caller) and must be
