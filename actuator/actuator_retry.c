@@ -24,11 +24,11 @@ uint64_t actuator_retry_delay_ms(const struct retry_policy *p, unsigned attempt,
         d = cap;
     uint64_t lo = d / 2;
     uint64_t delay = lo + (uint64_t)rnd % (d - lo + 1);
+    /* The server's Retry-After wins over our own backoff, bounded so that a
+     * huge value cannot park a command for long (give-up still applies). */
     if (status == 429 && retry_after_s > 0) {
-        uint64_t ra = (uint64_t)retry_after_s >= cap / 1000 + 1 ? cap
-                                                                 : (uint64_t)retry_after_s * 1000;
-        if (ra > cap)
-            ra = cap;
+        uint64_t ra = (uint64_t)retry_after_s > RETRY_AFTER_MAX_S ? RETRY_AFTER_MAX_S * 1000u
+                                                                  : (uint64_t)retry_after_s * 1000u;
         if (delay < ra)
             delay = ra;
     }

@@ -29,8 +29,10 @@ enum retry_class actuator_retry_classify(long status);
  * Delay before attempt n+1, after attempt n (n >= 1) failed with status.
  * Base d = min(initial_ms * 2^(n-1), max_ms); the result is drawn from
  * [d/2, d] using rnd (any 32-bit random value).  On 429 with
- * retry_after_s > 0, the delay is at least min(retry_after_s * 1000, max_ms).
+ * retry_after_s > 0, the delay is at least min(retry_after_s, RETRY_AFTER_MAX_S)
+ * seconds, even above max_ms: the server asked for it.
  */
+#define RETRY_AFTER_MAX_S 60
 uint64_t actuator_retry_delay_ms(const struct retry_policy *p, unsigned attempt, long status,
                                  long retry_after_s, uint32_t rnd);
 

@@ -23,11 +23,17 @@ import urllib.request
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+
 import nacl.signing
 
 DEFAULT_LISTEN = "127.0.0.1:3100"
 DEFAULT_WEBHOOK_URL = "http://127.0.0.1:3000/webhooks/telnyx"
 CONNECTION_ID = "2811212257810187875"
+
+
+class StandinHTTPServer(ThreadingHTTPServer):
+    """A listen backlog that takes bursts of concurrent commands and calls."""
+    request_queue_size = 256
 WEBHOOK_TIMEOUT_S = 2.0          # Telnyx's delivery deadline
 WEBHOOK_MAX_RETRIES = 5          # retries after the first attempt
 MAX_REQUEST_BYTES = 1 << 20
@@ -662,7 +668,7 @@ def parse_hostport(s):
 def cmd_serve(args):
     st = Standin(args)
     host, port = parse_hostport(args.listen)
-    server = ThreadingHTTPServer((host, port), make_handler(st))
+    server = StandinHTTPServer((host, port), make_handler(st))
     server.daemon_threads = True
     print("public_key=" + key_public_b64(st.sk), flush=True)
     print("listening=%s:%d" % server.server_address[:2], flush=True)

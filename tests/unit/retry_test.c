@@ -83,9 +83,11 @@ static void test_retry_after(void **state)
         uint64_t x = actuator_retry_delay_ms(&p, 1, 429, 3, xorshift());
         assert_true(x >= 3000 && x <= 10000);
     }
-    /* Retry-After beyond the cap is capped. */
-    assert_int_equal(actuator_retry_delay_ms(&p, 1, 429, 3600, 0), 10000);
-    assert_int_equal(actuator_retry_delay_ms(&p, 1, 429, 9223372036854775807L, 0), 10000);
+    /* Retry-After above our own backoff cap is honoured, up to RETRY_AFTER_MAX_S. */
+    struct retry_policy small = {.initial_ms = 20, .max_ms = 200, .give_up_ms = 300000};
+    assert_int_equal(actuator_retry_delay_ms(&small, 1, 429, 1, 0), 1000);
+    assert_int_equal(actuator_retry_delay_ms(&p, 1, 429, 3600, 0), RETRY_AFTER_MAX_S * 1000);
+    assert_int_equal(actuator_retry_delay_ms(&p, 1, 429, 9223372036854775807L, 0), RETRY_AFTER_MAX_S * 1000);
     /* Retry-After is only for 429. */
     assert_true(actuator_retry_delay_ms(&p, 1, 503, 3, 0) <= 200);
     /* A larger backoff wins over a small Retry-After. */
