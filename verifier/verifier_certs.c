@@ -25,7 +25,7 @@
 
 #define TRUST_MAX 32
 #define SIGCACHE_SLOTS 4096          /* verified certificate hashes, direct-mapped */
-#define RETRY_MS 1000                /* re-check for a missing issuer key / database */
+#define RETRY_MS 1000                /* least interval between two registry error logs */
 
 struct trusted_key {
     uint8_t pk[CERT_PK_BYTES];
@@ -40,9 +40,8 @@ struct verifier_certs {
     struct trusted_key trust[TRUST_MAX];
     size_t n_trust;
     bool own_loaded;
-    uint64_t own_checked_ms;
     struct spinedb *db;              /* read-only; db->env NULL until the spine created it */
-    uint64_t db_checked_ms;
+    uint64_t db_logged_ms;
     uint8_t sigcache[SIGCACHE_SLOTS][32];
 };
 
@@ -68,13 +67,12 @@ static const struct trusted_key *trust_find(const struct verifier_certs *vc, con
     return NULL;
 }
 
-/* Load DATA_DIR/keys/issuer.pub once it exists (telctl issuer init). */
+/* Load DATA_DIR/keys/issuer.pub once it exists (telctl issuer init); until
+ * then one stat(2) per call, so the first certificate counts at once. */
 static void own_issuer_refresh(struct verifier_certs *vc)
 {
-    uint64_t now = tg_mono_ms();
-    if (vc->own_loaded || now - vc->own_checked_ms < RETRY_MS)
+    if (vc->own_loaded)
         return;
-    vc->own_checked_ms = now;
     uint8_t pk[CERT_PK_BYTES];
     char err[ERR_LEN];
     struct stat st;
@@ -89,19 +87,20 @@ static void own_issuer_refresh(struct verifier_certs *vc)
     log_info("trusting this installation's issuer key from %s", vc->issuer_pub_path);
 }
 
-/* The spine database, once the spine has created it. */
+/* The spine database, once the spine has created it (a missing database costs
+ * one stat(2) per call; errors are logged at most once a second). */
 static struct spinedb *db_get(struct verifier_certs *vc)
 {
     if (vc->db && vc->db->env)
         return vc->db;
-    uint64_t now = tg_mono_ms();
-    if (vc->db_checked_ms && now - vc->db_checked_ms < RETRY_MS)
-        return NULL;
-    vc->db_checked_ms = now;
     char err[ERR_LEN];
     spinedb_close(&vc->db);
     if (spinedb_open(&vc->db, vc->data_dir, true, err) != 0) {
-        log_error("certificate registry: %s", err);
+        uint64_t now = tg_mono_ms();
+        if (now - vc->db_logged_ms >= RETRY_MS) {
+            log_error("certificate registry: %s", err);
+            vc->db_logged_ms = now;
+        }
         return NULL;
     }
     return vc->db->env ? vc->db : NULL;
