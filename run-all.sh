@@ -36,6 +36,7 @@ STANDIN="$ROOT/tests/telnyx_standin.py"
 STANDIN_PORT=3100
 DEMO_FROM=+13125550100
 DEMO_TO=+13125550199
+ALICE_FROM=+13125550142
 
 VERIFIERS=${VERIFIERS:-2}
 case "$VERIFIERS" in
@@ -198,6 +199,26 @@ for c in h["commands"]:
         i=$((i + 1))
         sleep 0.25
     done
+    # Then a caller who holds a certificate: alice.x, with a token in the SIP
+    # header, from a caller-ID nobody vouches for (attestation C).
+    say "issuing alice.x a certificate and placing a call with her X-Namespace-Token"
+    ctl issuer init >/dev/null
+    rm -f "$DATA/alice.key"           # alice's key pair is made afresh for each demo
+    ALICE_PUB=$(ctl keygen "$DATA/alice.key")
+    ctl cert issue --namespace alice.x --pubkey "$ALICE_PUB" --phone "$ALICE_FROM" \
+        --days 30 --out "$DATA/alice.cert.json" >/dev/null
+    TOKEN=$(ctl token --key "$DATA/alice.key" --cert "$DATA/alice.cert.json" --from "$ALICE_FROM" --to "$DEMO_TO")
+    if "$PY" "$STANDIN" call --control "http://127.0.0.1:$STANDIN_PORT" --from "$ALICE_FROM" \
+            --to "$DEMO_TO" --attestation C --token "$TOKEN" --hangup-after 2 --wait 30 >/dev/null; then
+        say "alice.x was verified by token, answered, and hung up after 2 s"
+    else
+        echo "run-all: the verified demo call did not complete; see $DATA/log/" >&2
+    fi
+    i=0
+    while [ "$i" -lt 20 ] && ! ctl events --type tel.call_hangup --json 2>/dev/null | grep -q "$ALICE_FROM"; do
+        i=$((i + 1))
+        sleep 0.25
+    done
     echo
     say "the spine's event log ($CTL events):"
     ctl events || true
@@ -209,6 +230,9 @@ What you just saw
   journaled it; a verifier found no namespace certificate for the caller and
   rejected the call (reason no_namespace); the actuator answered it, spoke the
   announcement and hung up, each command confirmed by the stand-in's webhooks.
+  Then the operator issued alice.x a certificate (ns.cert_issued); her call
+  carried a signed X-Namespace-Token and was verified by it (method token)
+  although its caller-ID had only attestation C, and it was answered.
   Every step is an event in the hash-chained spine ($CTL verify checks it).
 
 EOF
@@ -223,9 +247,9 @@ EOF
 if [ "$MODE" = demo ]; then
     cat <<EOF
   another call:   $PY tests/telnyx_standin.py call --control http://127.0.0.1:$STANDIN_PORT --from $DEMO_FROM --to $DEMO_TO --attestation A
-  a verified one: $CTL keygen $DATA/alice.key    (prints PUB)
-                  $CTL cert issue --namespace alice.x --pubkey PUB --phone $DEMO_FROM
-                  then the call above again, with --hangup-after 2 (the caller hangs up)
+  certificates:   $CTL cert list        (see README: "Issuing a certificate to a caller")
+  a token call:   TOKEN=\$($CTL token --key $DATA/alice.key --cert $DATA/alice.cert.json --from $ALICE_FROM --to $DEMO_TO)
+                  $PY tests/telnyx_standin.py call --control http://127.0.0.1:$STANDIN_PORT --from $ALICE_FROM --to $DEMO_TO --token "\$TOKEN" --hangup-after 2
 EOF
 fi
 echo "Ctrl-C stops everything."
