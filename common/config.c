@@ -58,6 +58,7 @@ static const struct config_key config_keys[] = {
     STR("actuator_endpoint", actuator_endpoint, "", "spine -> actuator (actuator binds); default ipc under data_dir"),
     STR("events_endpoint", events_endpoint, "", "spine's live event stream, PUB (spine binds); default ipc under data_dir"),
     STR("progress_endpoint", progress_endpoint, "", "spine -> ingress progress stream, PUB (spine binds); default ipc under data_dir"),
+    STR("replay_endpoint", replay_endpoint, "", "telctl replay -> verifiers (telctl binds while replaying); default ipc under data_dir"),
     INT("http_threads", http_threads, "64", 4, 1024, "ingress worker threads (one per open connection)"),
     INT("http_request_timeout_ms", http_request_timeout_ms, "5000", 100, 600000, "ingress read/keep-alive timeout for a request"),
     INT("journal_max_bytes", journal_max_bytes, "67108864", 65536, INT64_C(1) << 40, "journal dump file size before rotation"),
@@ -230,7 +231,7 @@ int config_load(struct tg_config *cfg, const char *cli_path, char *err)
     struct { char **field; const char *name; } eps[] = {
         {&cfg->verifier_endpoint, "verifier"}, {&cfg->spine_endpoint, "spine"},
         {&cfg->actuator_endpoint, "actuator"}, {&cfg->events_endpoint, "events"},
-        {&cfg->progress_endpoint, "progress"},
+        {&cfg->progress_endpoint, "progress"}, {&cfg->replay_endpoint, "replay"},
     };
     for (size_t i = 0; i < ARRAY_LEN(eps); i++)
         if (!**eps[i].field) {

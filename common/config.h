@@ -45,6 +45,7 @@ struct tg_config {
     char *actuator_endpoint;
     char *events_endpoint;
     char *progress_endpoint;
+    char *replay_endpoint;
 
     int64_t http_threads;
     int64_t http_request_timeout_ms;

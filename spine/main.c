@@ -72,11 +72,23 @@ static size_t drain(struct spine *sp)
     return n;
 }
 
-static void publish_progress(struct spine *sp)
+/*
+ * Tell the ingress what is processed: after a batch, the jseqs its RESULTs
+ * carried (acked, new or repeated); once a second, the low watermark and the
+ * first done jseqs above it.  A lost report only delays an acknowledgement:
+ * the ingress re-publishes, and the repeat is acknowledged again.
+ */
+static void publish_progress(struct spine *sp, const struct spine_output *batch)
 {
     struct msg_progress p;
     msgpack_sbuffer sb;
-    spine_store_progress(sp->store, &p, SPINE_PROGRESS_DONE_MAX);
+    spine_store_progress(sp->store, &p, batch ? 0 : SPINE_PROGRESS_DONE_MAX);
+    if (batch && batch->n_acked) {
+        free(p.done);
+        p.done = xcalloc(batch->n_acked, sizeof *p.done);
+        memcpy(p.done, batch->acked, batch->n_acked * sizeof *p.done);
+        p.n_done = batch->n_acked;
+    }
     msgpack_sbuffer_init(&sb);
     msg_progress_encode(&sb, &p);
     if (stage_send(sp->progress_pub, sb.data, sb.size, ZMQ_DONTWAIT) != 0)
@@ -135,7 +147,7 @@ static size_t process_batch(struct spine *sp)
         log_error("batch partly applied: %s", err);
     publish_events(sp);
     send_commands(sp, sp->out.commands, sp->out.n_commands);
-    publish_progress(sp);
+    publish_progress(sp, &sp->out);
     log_debug("batch: %zu messages, %zu events, %zu commands", n, sp->out.n_events, sp->out.n_commands);
     for (size_t i = 0; i < n; i++)
         spine_input_free(&sp->batch[i]);
@@ -187,7 +199,7 @@ int main(int argc, char **argv)
         uint64_t now = tg_mono_ms();
         if (now >= next_tick) {
             resend_outbox(&sp);
-            publish_progress(&sp);
+            publish_progress(&sp, NULL);
             next_tick = now + TICK_MS;
         }
         zmq_pollitem_t items[] = {{.socket = sp.pull, .events = ZMQ_POLLIN}};
@@ -202,7 +214,7 @@ int main(int argc, char **argv)
     uint64_t deadline = tg_mono_ms() + STOP_DRAIN_MS;
     while (tg_mono_ms() < deadline && process_batch(&sp) > 0)
         ;
-    publish_progress(&sp);
+    publish_progress(&sp, NULL);
 
     spine_store_head(sp.store, &head);
     zmq_close(sp.pull);

@@ -136,8 +136,9 @@ void spine_input_free(struct spine_input *in)
 
 /* ---- output ---- */
 
-static void output_truncate(struct spine_output *out, size_t n_events, size_t n_commands)
+static void output_truncate(struct spine_output *out, size_t n_events, size_t n_commands, size_t n_acked)
 {
+    out->n_acked = n_acked;
     for (size_t i = n_events; i < out->n_events; i++) {
         free(out->events[i].type);
         free(out->events[i].canon);
@@ -150,7 +151,7 @@ static void output_truncate(struct spine_output *out, size_t n_events, size_t n_
 
 void spine_output_reset(struct spine_output *out)
 {
-    output_truncate(out, 0, 0);
+    output_truncate(out, 0, 0, 0);
 }
 
 void spine_output_free(struct spine_output *out)
@@ -158,6 +159,7 @@ void spine_output_free(struct spine_output *out)
     spine_output_reset(out);
     free(out->events);
     free(out->commands);
+    free(out->acked);
     memset(out, 0, sizeof *out);
 }
 
@@ -328,8 +330,20 @@ static int event_append(struct txn_ctx *c, const struct tg_event *e, uint64_t *s
     return 0;
 }
 
+/* Mark journal record jseq processed.  jseq 0 is not a journal record of
+ * this installation (telctl replay) and is not marked.  Every jseq seen,
+ * new or already marked, is acknowledged to the ingress in this batch's
+ * progress report, so a re-published record is acknowledged again. */
 static int jseq_mark(struct txn_ctx *c, uint64_t jseq, char *err)
 {
+    if (jseq == 0)
+        return 0;
+    struct spine_output *out = c->out;
+    if (out->n_acked == out->cap_acked) {
+        out->cap_acked = out->cap_acked ? 2 * out->cap_acked : 64;
+        out->acked = xrealloc(out->acked, out->cap_acked * sizeof *out->acked);
+    }
+    out->acked[out->n_acked++] = jseq;
     uint8_t kb[8];
     spinedb_u64_put(jseq, kb);
     MDB_val k = {sizeof kb, kb}, v = {0, (void *)""};
@@ -488,7 +502,7 @@ static int txn_run(struct spine_store *s, const struct spine_input *in, size_t n
                    char *err)
 {
     struct txn_ctx c = {.s = s, .head = s->head, .now_us = tg_now_us(), .out = out};
-    size_t ev0 = out->n_events, cmd0 = out->n_commands;
+    size_t ev0 = out->n_events, cmd0 = out->n_commands, ack0 = out->n_acked;
     int rc = mdb_txn_begin(s->db->env, NULL, 0, &c.txn);
     if (rc)
         return spinedb_err(err, "spine db write transaction", rc);
@@ -516,7 +530,7 @@ static int txn_run(struct spine_store *s, const struct spine_input *in, size_t n
 fail:
     if (c.txn)
         mdb_txn_abort(c.txn);
-    output_truncate(out, ev0, cmd0);
+    output_truncate(out, ev0, cmd0, ack0);
     ctx_free(&c);
     return -1;
 }

@@ -58,6 +58,8 @@ struct spine_output {
     size_t n_events, cap_events;
     struct tg_command *commands;
     size_t n_commands, cap_commands;
+    uint64_t *acked;                /* jseqs of the RESULTs applied, for the ingress */
+    size_t n_acked, cap_acked;
 };
 /* Free the contents but keep the arrays for reuse. */
 void spine_output_reset(struct spine_output *out);
