@@ -39,6 +39,22 @@ static void result_send(struct verifier *v, const struct msg_result *res)
     msgpack_sbuffer_destroy(&sb);
 }
 
+/*
+ * Fault injection for the poison-input tests: with TELGATE_FAULT_CRASH_MARKER
+ * set in the environment, a webhook whose body contains that text makes the
+ * verifier abort, as a parser bug would.  Unset in production; the start-up
+ * log says when it is armed.
+ */
+static const char *fault_marker;
+
+static void fault_check(const struct msg_webhook *m)
+{
+    if (fault_marker && memmem(m->body, m->body_len, fault_marker, strlen(fault_marker))) {
+        log_error("fault injection: aborting on journal record %llu", (unsigned long long)m->jseq);
+        abort();
+    }
+}
+
 static void webhook_handle(struct verifier *v, const void *buf, size_t len)
 {
     char err[ERR_LEN];
@@ -59,6 +75,7 @@ static void webhook_handle(struct verifier *v, const void *buf, size_t len)
         log_error("dropping malformed WEBHOOK: %s", err);
         return;
     }
+    fault_check(&m);
     if (verifier_webhook_parse(m.body, m.body_len, &wh, err) != 0) {
         log_error("journal record %llu: unusable webhook body: %s",
                   (unsigned long long)m.jseq, err);
@@ -106,7 +123,17 @@ int main(int argc, char **argv)
     }
     v.policy = verifier_certs_policy(v.certs);
 
+    fault_marker = getenv("TELGATE_FAULT_CRASH_MARKER");
+    if (fault_marker && !*fault_marker)
+        fault_marker = NULL;
+    if (fault_marker)
+        log_warn("fault injection armed: aborting on webhooks containing '%s'", fault_marker);
+
+    /* Webhooks come from the ingress, and from `telctl replay` while it runs
+     * (it binds replay_endpoint; connecting before it exists is fine). */
     v.pull = stage_socket(&v.st, ZMQ_PULL, cfg->verifier_endpoint, false, VERIFIER_HWM);
+    if (zmq_connect(v.pull, cfg->replay_endpoint) != 0)
+        log_fatal("connect %s: %s", cfg->replay_endpoint, zmq_strerror(errno));
     v.push = stage_socket(&v.st, ZMQ_PUSH, cfg->spine_endpoint, false, VERIFIER_HWM);
     int tmo = VERIFIER_SEND_TIMEOUT_MS;
     zmq_setsockopt(v.push, ZMQ_SNDTIMEO, &tmo, sizeof tmo);
