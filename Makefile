@@ -36,7 +36,7 @@ VERIFIER_SRC := verifier/verifier_webhook.c verifier/verifier_flow.c \
                 verifier/verifier_state.c verifier/verifier_certs.c
 SPINE_SRC    := spine/spine_store.c
 ACTUATOR_SRC := actuator/actuator_http.c actuator/actuator_retry.c
-TELCTL_SRC   := telctl/telctl_events.c telctl/telctl_cert.c
+TELCTL_SRC   := telctl/telctl_events.c telctl/telctl_cert.c telctl/telctl_status.c
 
 PROGS := ingress verifier spine actuator telctl
 

@@ -47,6 +47,17 @@ static void command_handle(struct actuator *a, const void *buf, size_t len)
         a->duplicates++;
 }
 
+/* Counters for `telctl status`. */
+static void status_write(struct actuator *a)
+{
+    char c[256];
+    snprintf(c, sizeof c, "{\"received\":%llu,\"duplicates\":%llu,\"outcomes\":%llu,"
+             "\"in_flight\":%zu,\"running\":%zu}", (unsigned long long)a->received,
+             (unsigned long long)a->duplicates, (unsigned long long)a->outcomes,
+             actuator_http_pending(a->http), actuator_http_running(a->http));
+    stage_status_write(&a->st, c, true);
+}
+
 static void outcomes_send(struct actuator *a)
 {
     struct msg_outcome o;
@@ -138,6 +149,8 @@ int main(int argc, char **argv)
             commands_receive(&a);
         actuator_http_run(a.http);
         outcomes_send(&a);
+        if (stage_status_due(&a.st))
+            status_write(&a);
     }
     size_t left = actuator_http_pending(a.http);
     log_info("stopped: %llu commands received (%llu duplicates), %llu outcomes sent, "

@@ -5,6 +5,7 @@
 #include "log.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -50,10 +51,12 @@ void stage_init(struct stage *st, const char *name, int argc, char **argv)
     if (sodium_init() < 0)
         log_fatal("libsodium failed to initialise");
 
-    char *run = xasprintf("%s/run", st->cfg.data_dir);
+    char *run = xasprintf("%s/run/status", st->cfg.data_dir);
     if (tg_mkdir_p(run, err) != 0)
         log_fatal("data_dir: %s", err);
     free(run);
+    st->started_ms = tg_now_ms();
+    st->status_path = xasprintf("%s/run/status/%s-%d.json", st->cfg.data_dir, name, (int)getpid());
 
     sigset_t set;
     sigemptyset(&set);
@@ -117,8 +120,43 @@ int stage_poll(struct stage *st, zmq_pollitem_t *items, int n, long timeout_ms)
     return rc;
 }
 
+bool stage_status_due(const struct stage *st)
+{
+    return tg_mono_ms() >= st->status_due_ms;
+}
+
+void stage_status_write(struct stage *st, const char *counters_json, bool force)
+{
+    static bool logged;
+    if (!force && !stage_status_due(st))
+        return;
+    st->status_due_ms = tg_mono_ms() + STAGE_STATUS_PERIOD_MS;
+    char *tmp = xasprintf("%s.tmp", st->status_path);
+    char *text = xasprintf("{\"stage\":\"%s\",\"pid\":%d,\"started_ms\":%llu,\"updated_ms\":%llu,"
+                           "\"counters\":%s}\n", st->name, (int)getpid(),
+                           (unsigned long long)st->started_ms, (unsigned long long)tg_now_ms(),
+                           counters_json && *counters_json ? counters_json : "{}");
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    bool ok = fd >= 0 && tg_write_all(fd, text, strlen(text)) == 0;
+    if (fd >= 0 && close(fd) != 0)
+        ok = false;
+    if (!ok || rename(tmp, st->status_path) != 0) {
+        if (!logged)
+            log_warn("status file %s: %s", st->status_path, strerror(errno));
+        logged = true;
+        unlink(tmp);
+    }
+    free(text);
+    free(tmp);
+}
+
 void stage_fini(struct stage *st)
 {
+    if (st->status_path) {
+        unlink(st->status_path);
+        free(st->status_path);
+        st->status_path = NULL;
+    }
     if (st->zctx)
         zmq_ctx_term(st->zctx);
     st->zctx = NULL;

@@ -20,7 +20,12 @@ struct stage {
     void *zctx;
     int sigfd;          /* readable when SIGTERM/SIGINT/SIGHUP arrived */
     bool stopping;      /* set once SIGTERM/SIGINT has been read */
+    uint64_t started_ms;      /* wall clock at stage_init */
+    uint64_t status_due_ms;   /* monotonic: next status file write */
+    char *status_path;        /* DATA_DIR/run/status/<name>-<pid>.json */
 };
+
+#define STAGE_STATUS_PERIOD_MS 1000
 
 /*
  * Parse `-c PATH` and `-h`, load the configuration (prints one line and exits
@@ -42,7 +47,19 @@ void *stage_socket(struct stage *st, int type, const char *endpoint, bool bind, 
  */
 int stage_poll(struct stage *st, zmq_pollitem_t *items, int n, long timeout_ms);
 
-/* Close the context (sockets must be closed first) and the config. */
+/*
+ * The status file `telctl status` reads: DATA_DIR/run/status/<name>-<pid>.json,
+ * {"stage","pid","started_ms","updated_ms","counters":{...}}, replaced
+ * atomically.  counters_json is a JSON object's text.  Writes at most once
+ * per STAGE_STATUS_PERIOD_MS unless force; cheap to call every loop.
+ * stage_status_due says whether a call would write (to skip building the
+ * counters).  Failures are logged once and otherwise ignored.
+ */
+bool stage_status_due(const struct stage *st);
+void stage_status_write(struct stage *st, const char *counters_json, bool force);
+
+/* Close the context (sockets must be closed first), remove the status file,
+ * free the config. */
 void stage_fini(struct stage *st);
 
 /* Send one frame; flags as zmq_send.  0 ok, -1 (errno from zmq). */

@@ -25,6 +25,7 @@ struct spine {
     size_t batch_max;
     struct spine_output out;
     bool actuator_blocked;
+    uint64_t batches, messages;
 };
 
 /* Discard the remaining frames of a multi-frame message. */
@@ -143,6 +144,8 @@ static size_t process_batch(struct spine *sp)
     size_t n = drain(sp);
     if (n == 0)
         return 0;
+    sp->batches++;
+    sp->messages += n;
     if (spine_store_apply(sp->store, sp->batch, n, &sp->out, err) != 0)
         log_error("batch partly applied: %s", err);
     publish_events(sp);
@@ -153,6 +156,21 @@ static size_t process_batch(struct spine *sp)
         spine_input_free(&sp->batch[i]);
     spine_output_reset(&sp->out);
     return n;
+}
+
+/* Counters for `telctl status`. */
+static void status_write(struct spine *sp)
+{
+    struct spinedb_head head;
+    struct msg_progress p;
+    char c[256];
+    spine_store_head(sp->store, &head);
+    spine_store_progress(sp->store, &p, 0);
+    snprintf(c, sizeof c, "{\"head_seq\":%" PRIu64 ",\"outbox\":%ld,\"journal_low\":%" PRIu64
+             ",\"batches\":%" PRIu64 ",\"messages\":%" PRIu64 "}", head.seq,
+             spine_store_outbox_count(sp->store), p.low, sp->batches, sp->messages);
+    msg_progress_free(&p);
+    stage_status_write(&sp->st, c, false);
 }
 
 static void resend_outbox(struct spine *sp)
@@ -200,6 +218,7 @@ int main(int argc, char **argv)
         if (now >= next_tick) {
             resend_outbox(&sp);
             publish_progress(&sp, NULL);
+            status_write(&sp);
             next_tick = now + TICK_MS;
         }
         zmq_pollitem_t items[] = {{.socket = sp.pull, .events = ZMQ_POLLIN}};

@@ -27,6 +27,7 @@ static const struct telctl_command commands[] = {
     {"issuer", telctl_issuer, "init", "create this installation's issuer key if absent; print its public key"},
     {"cert", telctl_cert, "issue --namespace NS --pubkey B64 --phone E164 [--phone ...] [--days N] [--out FILE]"
                           " | revoke SERIAL | list [--json]", "certificates"},
+    {"status", telctl_status, "[--json]", "each stage: up/down, counters, lag (exit 1 if a stage is down)"},
     {"token", telctl_token, "--key FILE --cert FILE --from E164 --to E164", "value for the X-Namespace-Token SIP header"},
 };
 

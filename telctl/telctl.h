@@ -45,4 +45,7 @@ int telctl_issuer(const struct tg_config *cfg, int argc, char **argv);
 int telctl_cert(const struct tg_config *cfg, int argc, char **argv);
 int telctl_token(const struct tg_config *cfg, int argc, char **argv);
 
+/* telctl_status.c */
+int telctl_status(const struct tg_config *cfg, int argc, char **argv);
+
 #endif

@@ -148,6 +148,12 @@ int main(int argc, char **argv)
         if (rc < 0)
             log_fatal("poll: %s", zmq_strerror(errno));
         numbers_watch_poll(&v.numbers, tg_mono_ms());
+        if (stage_status_due(&v.st)) {
+            char c[128];
+            snprintf(c, sizeof c, "{\"handled\":%llu,\"not_processable\":%llu}",
+                     (unsigned long long)v.handled, (unsigned long long)v.failed);
+            stage_status_write(&v.st, c, true);
+        }
         if (rc == 0 || !(items[0].revents & ZMQ_POLLIN))
             continue;
         /* Handle what is queued, but look at signals between messages. */
