@@ -36,7 +36,8 @@ VERIFIER_SRC := verifier/verifier_webhook.c verifier/verifier_flow.c \
                 verifier/verifier_state.c verifier/verifier_certs.c
 SPINE_SRC    := spine/spine_store.c
 ACTUATOR_SRC := actuator/actuator_http.c actuator/actuator_retry.c
-TELCTL_SRC   := telctl/telctl_events.c telctl/telctl_cert.c telctl/telctl_status.c
+TELCTL_SRC   := telctl/telctl_events.c telctl/telctl_cert.c telctl/telctl_status.c \
+                telctl/telctl_replay.c telctl/telctl_replay_source.c
 
 PROGS := ingress verifier spine actuator telctl
 
@@ -82,7 +83,7 @@ $(BIN)/spine: $(BUILD)/spine/main.o $(SPINE_LIB) $(COMMON_LIB)
 $(BIN)/actuator: $(BUILD)/actuator/main.o $(ACTUATOR_LIB) $(COMMON_LIB)
 	@mkdir -p $(BIN)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS_ACTUATOR) $(LIBS_COMMON)
-$(BIN)/telctl: $(BUILD)/telctl/main.o $(TELCTL_LIB) $(COMMON_LIB)
+$(BIN)/telctl: $(BUILD)/telctl/main.o $(TELCTL_LIB) $(VERIFIER_LIB) $(SPINE_LIB) $(COMMON_LIB)
 	@mkdir -p $(BIN)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS_TELCTL) $(LIBS_COMMON)
 

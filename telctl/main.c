@@ -28,6 +28,7 @@ static const struct telctl_command commands[] = {
     {"cert", telctl_cert, "issue --namespace NS --pubkey B64 --phone E164 [--phone ...] [--days N] [--out FILE]"
                           " | revoke SERIAL | list [--json]", "certificates"},
     {"status", telctl_status, "[--json]", "each stage: up/down, counters, lag (exit 1 if a stage is down)"},
+    {"replay", telctl_replay, "[--into DATA_DIR] FILE...", "feed journal dump files through the pipeline again (or into DATA_DIR)"},
     {"token", telctl_token, "--key FILE --cert FILE --from E164 --to E164", "value for the X-Namespace-Token SIP header"},
 };
 
