@@ -125,6 +125,32 @@ soak: all
 bench: deps all
 	@sh bench/run.sh
 
+# --- benchmarks (bench/): `make bench` runs bench/run.sh -----------------------
+# The benchmark programs build into $(BUILD)/bench/; run.sh builds them with
+# `make bench-progs` and then drives them and the real stages (bin/).
+
+BENCH_COMMON_SRC := bench/bench_common.c
+BENCH_DIR   := $(BUILD)/bench
+BENCH_PROGS := $(addprefix $(BENCH_DIR)/,loadgen ref_ingress spine_bench verifier_bench)
+
+.PHONY: bench-progs
+bench-progs: $(BENCH_PROGS)
+
+$(BENCH_DIR)/%.o: CPPFLAGS += -Ispine -Iverifier
+
+$(BENCH_DIR)/loadgen: $(call obj,bench/loadgen.c bench/api_sink.c $(BENCH_COMMON_SRC)) $(COMMON_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ -lcivetweb $(LIBS_COMMON)
+$(BENCH_DIR)/ref_ingress: $(call obj,bench/ref_ingress.c) $(COMMON_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ -lcivetweb $(LIBS_COMMON)
+$(BENCH_DIR)/spine_bench: $(call obj,bench/spine_bench.c $(BENCH_COMMON_SRC)) $(SPINE_LIB) $(VERIFIER_LIB) $(COMMON_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ -llmdb -ljansson $(LIBS_COMMON)
+$(BENCH_DIR)/verifier_bench: $(call obj,bench/verifier_bench.c $(BENCH_COMMON_SRC)) $(VERIFIER_LIB) $(COMMON_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ -llmdb -ljansson $(LIBS_COMMON)
+
 clean:
 	rm -rf build bin
 
