@@ -153,6 +153,7 @@ static void outcome_queue(struct actuator_http *h, const struct job *j)
     struct msg_outcome *o = &h->outq[h->outq_head + h->outq_len++];
     memset(o, 0, sizeof *o);
     o->command_id = xstrdup(j->cmd.command_id);
+    o->outbox_key = j->cmd.outbox_key;
     o->action = xstrdup(j->cmd.action);
     o->call_control_id = dup_or_null(j->cmd.call_control_id);
     o->call_session_id = dup_or_null(j->cmd.call_session_id);

@@ -154,7 +154,13 @@ static int events_unpack(const msgpack_object *root, struct tg_event **out, size
 
 void msg_command_pack(msgpack_packer *pk, const struct tg_command *c)
 {
-    msgpack_pack_map(pk, 8);
+    msg_command_pack_extra(pk, c, 0);
+}
+
+void msg_command_pack_extra(msgpack_packer *pk, const struct tg_command *c, size_t extra)
+{
+    msgpack_pack_map(pk, 9 + extra);
+    mp_pack_kv_u64(pk, "okey", c->outbox_key);
     mp_pack_kv_str(pk, "command_id", c->command_id);
     mp_pack_kv_str(pk, "call_control_id", c->call_control_id);
     mp_pack_kv_str(pk, "action", c->action);
@@ -176,7 +182,8 @@ int msg_command_unpack(const msgpack_object *o, struct tg_command *c, char *err)
         mp_get_str(o, "body", false, &c->body, err) ||
         mp_get_str(o, "webhook_id", true, &c->webhook_id, err) ||
         mp_get_str(o, "call_session_id", true, &c->call_session_id, err) ||
-        mp_get_str(o, "from", true, &c->from, err) || mp_get_str(o, "to", true, &c->to, err)) {
+        mp_get_str(o, "from", true, &c->from, err) || mp_get_str(o, "to", true, &c->to, err) ||
+        mp_get_u64(o, "okey", &c->outbox_key, err)) {
         tg_command_free(c);
         return -1;
     }
@@ -243,9 +250,10 @@ void msg_result_encode(msgpack_sbuffer *sb, const struct msg_result *m)
 {
     msgpack_packer pk;
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-    pack_header(&pk, 4, MSG_RESULT);
+    pack_header(&pk, 5, MSG_RESULT);
     mp_pack_kv_u64(&pk, "jseq", m->jseq);
     mp_pack_kv_str(&pk, "webhook_id", m->webhook_id);
+    mp_pack_kv_u64(&pk, "occurred", m->occurred_us);
     mp_pack_cstr(&pk, "events");
     msgpack_pack_array(&pk, m->n_events);
     for (size_t i = 0; i < m->n_events; i++)
@@ -265,6 +273,7 @@ int msg_result_decode(const void *buf, size_t len, struct msg_result *out, char 
     const msgpack_object *r = &up.data;
     const msgpack_object *cmds = mp_map_get(r, "commands");
     if (mp_get_u64(r, "jseq", &out->jseq, err) || mp_get_str(r, "webhook_id", false, &out->webhook_id, err) ||
+        mp_get_u64(r, "occurred", &out->occurred_us, err) ||
         events_unpack(r, &out->events, &out->n_events, err))
         goto fail;
     if (!cmds || cmds->type != MSGPACK_OBJECT_ARRAY) {
@@ -328,8 +337,9 @@ void msg_outcome_encode(msgpack_sbuffer *sb, const struct msg_outcome *m)
 {
     msgpack_packer pk;
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-    pack_header(&pk, 11, MSG_OUTCOME);
+    pack_header(&pk, 12, MSG_OUTCOME);
     mp_pack_kv_str(&pk, "command_id", m->command_id);
+    mp_pack_kv_u64(&pk, "okey", m->outbox_key);
     mp_pack_kv_str(&pk, "action", m->action);
     mp_pack_kv_str(&pk, "call_control_id", m->call_control_id);
     mp_pack_kv_str(&pk, "call_session_id", m->call_session_id);
@@ -352,6 +362,7 @@ int msg_outcome_decode(const void *buf, size_t len, struct msg_outcome *out, cha
     uint64_t status, attempts;
     int rc = -1;
     if (!mp_get_str(r, "command_id", false, &out->command_id, err) &&
+        !mp_get_u64(r, "okey", &out->outbox_key, err) &&
         !mp_get_str(r, "action", false, &out->action, err) &&
         !mp_get_str(r, "call_control_id", true, &out->call_control_id, err) &&
         !mp_get_str(r, "call_session_id", true, &out->call_session_id, err) &&

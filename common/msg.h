@@ -38,6 +38,7 @@ struct tg_event {
 struct tg_command {
     char *command_id, *call_control_id, *action, *body;
     char *webhook_id, *call_session_id, *from, *to;  /* may be NULL */
+    uint64_t outbox_key;    /* the spine's outbox key ("okey"); 0 before it is queued */
 };
 
 struct msg_webhook {
@@ -50,6 +51,7 @@ struct msg_webhook {
 struct msg_result {
     uint64_t jseq;
     char *webhook_id;
+    uint64_t occurred_us;   /* Telnyx data.occurred_at, µs since epoch; 0 unknown */
     struct tg_event *events;
     size_t n_events;
     struct tg_command *commands;
@@ -58,6 +60,7 @@ struct msg_result {
 
 struct msg_outcome {
     char *command_id, *action;
+    uint64_t outbox_key;    /* echoed from the COMMAND */
     char *call_control_id, *call_session_id, *webhook_id, *from, *to; /* may be NULL */
     uint32_t status;        /* HTTP status, 0 = no answer */
     bool ok;
@@ -102,6 +105,9 @@ int msg_progress_decode(const void *buf, size_t len, struct msg_progress *out, c
 
 /* Command map without envelope, as stored in the spine's outbox. */
 void msg_command_pack(msgpack_packer *pk, const struct tg_command *c);
+/* The same map with room for `extra` more key/value pairs, which the caller
+ * packs right after. */
+void msg_command_pack_extra(msgpack_packer *pk, const struct tg_command *c, size_t extra);
 int msg_command_unpack(const msgpack_object *map, struct tg_command *out, char *err) TG_MUST_CHECK;
 
 void tg_event_free(struct tg_event *e);

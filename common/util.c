@@ -103,6 +103,60 @@ void tg_rfc3339(uint64_t unix_us, char out[TG_RFC3339_LEN])
              (unsigned)(unix_us % 1000000u));
 }
 
+static int digits(const char **p, int n, int *out)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++, (*p)++) {
+        if (**p < '0' || **p > '9')
+            return -1;
+        v = v * 10 + (**p - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+int tg_parse_rfc3339(const char *s, uint64_t *unix_us)
+{
+    int y, mo, d, h, mi, sec, oh = 0, om = 0;
+    const char *p = s;
+    if (digits(&p, 4, &y) || *p++ != '-' || digits(&p, 2, &mo) || *p++ != '-' || digits(&p, 2, &d) ||
+        (*p != 'T' && *p != 't' && *p != ' ') || !*p++ || digits(&p, 2, &h) || *p++ != ':' ||
+        digits(&p, 2, &mi) || *p++ != ':' || digits(&p, 2, &sec))
+        return -1;
+    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60 || y < 1970)
+        return -1;
+    uint64_t frac_us = 0;
+    if (*p == '.') {
+        p++;
+        int n = 0;
+        for (; *p >= '0' && *p <= '9'; p++, n++)
+            if (n < 6)
+                frac_us = frac_us * 10 + (uint64_t)(*p - '0');
+        if (n == 0)
+            return -1;
+        for (; n < 6; n++)
+            frac_us *= 10;
+    }
+    int sign = 0;
+    if (*p == 'Z' || *p == 'z')
+        p++;
+    else if (*p == '+' || *p == '-') {
+        sign = *p++ == '+' ? 1 : -1;
+        if (digits(&p, 2, &oh) || *p++ != ':' || digits(&p, 2, &om) || oh > 23 || om > 59)
+            return -1;
+    } else
+        return -1;
+    if (*p != '\0')
+        return -1;
+    struct tm tm = {.tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d,
+                    .tm_hour = h, .tm_min = mi, .tm_sec = sec};
+    int64_t t = (int64_t)timegm(&tm) - sign * (oh * 3600 + om * 60);
+    if (t < 0)
+        return -1;
+    *unix_us = (uint64_t)t * 1000000u + frac_us;
+    return 0;
+}
+
 void tg_hex(const uint8_t *in, size_t n, char *out)
 {
     static const char digits[] = "0123456789abcdef";

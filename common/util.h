@@ -42,6 +42,11 @@ uint64_t tg_mono_ns(void);
 #define TG_RFC3339_LEN 32
 void tg_rfc3339(uint64_t unix_us, char out[TG_RFC3339_LEN]);
 
+/* Parse RFC 3339 / ISO 8601 date-time with a 'Z' or +hh:mm / -hh:mm offset and
+ * optional fraction (e.g. 2025-11-23T03:30:00.076316Z) into µs since the
+ * epoch.  0 ok, -1 on anything else. */
+int tg_parse_rfc3339(const char *s, uint64_t *unix_us) TG_MUST_CHECK;
+
 /* Lower-case hex of n bytes into out (2n+1 bytes, NUL-terminated). */
 void tg_hex(const uint8_t *in, size_t n, char *out);
 /* Parse exactly 2n hex digits into out[n]; 0 ok, -1 bad input. */

@@ -31,6 +31,8 @@ struct spine_store {
     uint64_t *done;            /* done jseqs above low, increasing */
     size_t n_done, cap_done;
     void *sent;                /* tsearch tree of struct sent_entry */
+    uint64_t okey_next;        /* next outbox key (persisted in meta) */
+    msgpack_sbuffer scratch;   /* reused encoding buffer (no 8 KiB malloc per event) */
 };
 
 /* State of one write transaction; memory changes wait for the commit. */
@@ -44,7 +46,10 @@ struct txn_ctx {
     size_t n_marks, cap_marks;
     char **removed;            /* command ids removed from the outbox */
     size_t n_removed, cap_removed;
+    uint64_t okey_next;        /* next outbox key; saved at commit */
 };
+
+#define META_OUTBOX_NEXT "outbox_next"
 
 /* ---- decoding and validation ---- */
 
@@ -83,6 +88,7 @@ static int input_check(const struct spine_input *in, char *err)
     switch (in->type) {
     case MSG_RESULT:
         if (key_check("webhook_id", in->u.result.webhook_id, err) != 0 ||
+            strlen(in->u.result.webhook_id) > KEY_MAX - 8 ||
             events_check(in->u.result.events, in->u.result.n_events, err) != 0)
             return -1;
         for (size_t i = 0; i < in->u.result.n_commands; i++)
@@ -278,20 +284,29 @@ static int key_exists(MDB_txn *txn, MDB_dbi dbi, const char *key, bool *exists, 
     return 0;
 }
 
-/* Append e after the head unless its id exists.  *seq = its seq, or 0 if skipped. */
-static int event_append(struct txn_ctx *c, const struct tg_event *e, uint64_t *seq, char *err)
+/*
+ * Append e after the head.  indexed: the event is de-duplicated by its id
+ * through the `ids` index (operator events); webhook events are
+ * de-duplicated as a whole by their webhook (see apply_result) and command
+ * outcomes by the outbox (apply_outcome), which keeps random-key inserts
+ * off the hot path.  *seq = its seq, or 0 if skipped as a duplicate.
+ */
+static int event_append(struct txn_ctx *c, const struct tg_event *e, bool indexed, uint64_t *seq, char *err)
 {
-    bool exists;
+    bool exists = false;
     *seq = 0;
-    if (key_exists(c->txn, c->s->db->ids, e->id, &exists, err) != 0)
-        return -1;
-    if (exists)
-        return 0;
+    if (indexed) {
+        if (key_exists(c->txn, c->s->db->ids, e->id, &exists, err) != 0)
+            return -1;
+        if (exists)
+            return 0;
+    }
 
     uint64_t n = c->head.seq + 1;
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
+    msgpack_sbuffer sb = c->s->scratch;
+    sb.size = 0;
     event_canon_encode(&sb, e, n, c->now_us, c->head.hash);
+    c->s->scratch = sb;         /* keep what the encoder grew */
     uint8_t hash[EVENT_HASH_BYTES];
     event_hash((const uint8_t *)sb.data, sb.size, hash);
 
@@ -299,16 +314,13 @@ static int event_append(struct txn_ctx *c, const struct tg_event *e, uint64_t *s
     spinedb_u64_put(n, kb);
     MDB_val k = {sizeof kb, kb}, v = {EVENT_HASH_BYTES + sb.size, NULL};
     int rc = mdb_put(c->txn, c->s->db->events, &k, &v, MDB_APPEND | MDB_RESERVE);
-    if (rc) {
-        msgpack_sbuffer_destroy(&sb);
+    if (rc)
         return spinedb_err(err, "spine db: append event", rc);
-    }
     memcpy(v.mv_data, hash, EVENT_HASH_BYTES);
     memcpy((uint8_t *)v.mv_data + EVENT_HASH_BYTES, sb.data, sb.size);
 
     MDB_val ik = {strlen(e->id), e->id}, iv = {sizeof kb, kb};
-    if ((rc = mdb_put(c->txn, c->s->db->ids, &ik, &iv, MDB_NOOVERWRITE)) != 0) {
-        msgpack_sbuffer_destroy(&sb);
+    if (indexed && (rc = mdb_put(c->txn, c->s->db->ids, &ik, &iv, MDB_NOOVERWRITE)) != 0) {
         return spinedb_err(err, "spine db: record event id", rc);
     }
 
@@ -322,7 +334,8 @@ static int event_append(struct txn_ctx *c, const struct tg_event *e, uint64_t *s
     memcpy(ce->hash, hash, EVENT_HASH_BYTES);
     ce->type = xstrdup(e->type);
     ce->len = sb.size;
-    ce->canon = (uint8_t *)sb.data;     /* ownership moves to the output */
+    ce->canon = xmalloc(sb.size);
+    memcpy(ce->canon, sb.data, sb.size);
 
     c->head.seq = n;
     memcpy(c->head.hash, hash, EVENT_HASH_BYTES);
@@ -360,76 +373,106 @@ static int jseq_mark(struct txn_ctx *c, uint64_t jseq, char *err)
     return 0;
 }
 
-/* Outbox value: the command map plus "queued_ms". */
+/* Outbox value: the command map plus "queued_ms", packed in one pass. */
 static void outbox_value(const struct tg_command *cmd, uint64_t queued_ms, msgpack_sbuffer *out)
 {
-    msgpack_sbuffer tmp;
     msgpack_packer pk;
-    msgpack_unpacked up;
-    char err[ERR_LEN];
-    msgpack_sbuffer_init(&tmp);
-    msgpack_packer_init(&pk, &tmp, msgpack_sbuffer_write);
-    msg_command_pack(&pk, cmd);
-    if (mp_unpack_exact(tmp.data, tmp.size, &up, err) != 0)
-        log_panic("outbox: own command encoding does not parse: %s", err);
-    const msgpack_object *m = &up.data;
     msgpack_packer_init(&pk, out, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, m->via.map.size + 1);
-    for (uint32_t i = 0; i < m->via.map.size; i++) {
-        msgpack_pack_object(&pk, m->via.map.ptr[i].key);
-        msgpack_pack_object(&pk, m->via.map.ptr[i].val);
-    }
+    msg_command_pack_extra(&pk, cmd, 1);
     mp_pack_kv_u64(&pk, QUEUED_KEY, queued_ms);
-    msgpack_unpacked_destroy(&up);
-    msgpack_sbuffer_destroy(&tmp);
 }
 
+/* Queue cmd under the next outbox key (keys increase, so the outbox grows at
+ * its end and shrinks at its start). */
 static int outbox_put(struct txn_ctx *c, const struct tg_command *cmd, char *err)
 {
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    outbox_value(cmd, c->now_us / 1000, &sb);
-    MDB_val k = {strlen(cmd->command_id), cmd->command_id}, v = {sb.size, sb.data};
-    int rc = mdb_put(c->txn, c->s->db->outbox, &k, &v, MDB_NOOVERWRITE);
-    msgpack_sbuffer_destroy(&sb);
-    if (rc == MDB_KEYEXIST)
-        return 0;
+    struct tg_command keyed = *cmd;
+    keyed.outbox_key = c->okey_next++;
+    msgpack_sbuffer sb = c->s->scratch;
+    sb.size = 0;
+    outbox_value(&keyed, c->now_us / 1000, &sb);
+    c->s->scratch = sb;
+    uint8_t kb[8];
+    spinedb_u64_put(keyed.outbox_key, kb);
+    MDB_val k = {sizeof kb, kb}, v = {sb.size, sb.data};
+    int rc = mdb_put(c->txn, c->s->db->outbox, &k, &v, MDB_APPEND);
     if (rc)
         return spinedb_err(err, "spine db: queue command", rc);
-    output_add_command(c->out, cmd);
+    output_add_command(c->out, &keyed);
     return 0;
+}
+
+/* `webhooks` key: occurred_at (µs, big-endian) then data.id.  A re-delivery
+ * carries the same pair; new webhooks sort near the end of the index. */
+static MDB_val webhook_key(const struct msg_result *r, uint8_t *buf, size_t cap)
+{
+    size_t n = strlen(r->webhook_id);
+    if (n > cap - 8)
+        n = cap - 8;
+    spinedb_u64_put(r->occurred_us, buf);
+    memcpy(buf + 8, r->webhook_id, n);
+    return (MDB_val){8 + n, buf};
 }
 
 static int apply_result(struct txn_ctx *c, const struct msg_result *r, char *err)
 {
-    bool seen;
-    if (jseq_mark(c, r->jseq, err) != 0 || key_exists(c->txn, c->s->db->webhooks, r->webhook_id, &seen, err) != 0)
+    uint8_t kbuf[KEY_MAX], vb[8];
+    MDB_val k = webhook_key(r, kbuf, sizeof kbuf);
+    if (jseq_mark(c, r->jseq, err) != 0)
         return -1;
-    if (seen)
-        return 0;
-    uint64_t first = 0, seq;
-    for (size_t i = 0; i < r->n_events; i++) {
-        if (event_append(c, &r->events[i], &seq, err) != 0)
+    /* One descent both checks and records the webhook: its first event
+     * will be the next seq. */
+    spinedb_u64_put(r->n_events ? c->head.seq + 1 : 0, vb);
+    MDB_val v = {sizeof vb, vb};
+    int rc = mdb_put(c->txn, c->s->db->webhooks, &k, &v, MDB_NOOVERWRITE);
+    if (rc == MDB_KEYEXIST)
+        return 0;          /* a re-delivery or re-processing: nothing new */
+    if (rc)
+        return spinedb_err(err, "spine db: record webhook", rc);
+    uint64_t seq;
+    for (size_t i = 0; i < r->n_events; i++)
+        if (event_append(c, &r->events[i], false, &seq, err) != 0)
             return -1;
-        if (!first)
-            first = seq;
-    }
     for (size_t i = 0; i < r->n_commands; i++)
         if (outbox_put(c, &r->commands[i], err) != 0)
             return -1;
-    uint8_t vb[8];
-    spinedb_u64_put(first, vb);
-    MDB_val k = {strlen(r->webhook_id), r->webhook_id}, v = {sizeof vb, vb};
-    int rc = mdb_put(c->txn, c->s->db->webhooks, &k, &v, 0);
-    return rc ? spinedb_err(err, "spine db: record webhook", rc) : 0;
+    return 0;
 }
 
+/* Is the outbox entry under okey the command command_id?  1 yes, 0 no. */
+static int outbox_holds(struct txn_ctx *c, uint64_t okey, const char *command_id, char *err)
+{
+    uint8_t kb[8];
+    spinedb_u64_put(okey, kb);
+    MDB_val k = {sizeof kb, kb}, v;
+    int rc = mdb_get(c->txn, c->s->db->outbox, &k, &v);
+    if (rc == MDB_NOTFOUND)
+        return 0;
+    if (rc)
+        return spinedb_err(err, "spine db read", rc);
+    msgpack_unpacked up;
+    if (mp_unpack_exact(v.mv_data, v.mv_size, &up, err) != 0)
+        return 0;
+    const msgpack_object *id = mp_map_get(&up.data, "command_id");
+    int same = id && id->type == MSGPACK_OBJECT_STR && id->via.str.size == strlen(command_id) &&
+               memcmp(id->via.str.ptr, command_id, id->via.str.size) == 0;
+    msgpack_unpacked_destroy(&up);
+    return same;
+}
+
+/* Record an outcome once: only while its command is in the outbox (the
+ * event and the removal share a transaction, so a repeated outcome finds the
+ * command gone and adds nothing). */
 static int apply_outcome(struct txn_ctx *c, const struct msg_outcome *o, char *err)
 {
     char id[EVENT_ID_LEN];
     uint64_t seq;
     msgpack_sbuffer data;
     msgpack_packer pk;
+
+    int held = outbox_holds(c, o->outbox_key, o->command_id, err);
+    if (held <= 0)
+        return held;
 
     event_id(o->command_id, "outcome", id);
     msgpack_sbuffer_init(&data);
@@ -447,15 +490,15 @@ static int apply_outcome(struct txn_ctx *c, const struct msg_outcome *o, char *e
         .call_session_id = o->call_session_id, .from = o->from, .to = o->to,
         .data = (uint8_t *)data.data, .data_len = data.size,
     };
-    int rc = event_append(c, &e, &seq, err);
+    int rc = event_append(c, &e, false, &seq, err);
     msgpack_sbuffer_destroy(&data);
     if (rc != 0)
         return -1;
 
-    MDB_val k = {strlen(o->command_id), o->command_id};
+    uint8_t kb[8];
+    spinedb_u64_put(o->outbox_key, kb);
+    MDB_val k = {sizeof kb, kb};
     rc = mdb_del(c->txn, c->s->db->outbox, &k, NULL);
-    if (rc == MDB_NOTFOUND)
-        return 0;
     if (rc)
         return spinedb_err(err, "spine db: remove command from outbox", rc);
     if (c->n_removed == c->cap_removed) {
@@ -479,7 +522,7 @@ static int apply_one(struct txn_ctx *c, const struct spine_input *in, char *err)
          * the same transaction (only APPEND may: a verifier cannot issue). */
         for (size_t i = 0; i < in->u.append.n_events; i++) {
             const struct tg_event *e = &in->u.append.events[i];
-            if (event_append(c, e, &seq, err) != 0)
+            if (event_append(c, e, true, &seq, err) != 0)
                 return -1;
             if (seq != 0 && registry_apply_event(c->s->db, c->txn, e, err) != 0)
                 return -1;
@@ -501,7 +544,8 @@ static void ctx_free(struct txn_ctx *c)
 static int txn_run(struct spine_store *s, const struct spine_input *in, size_t n, struct spine_output *out,
                    char *err)
 {
-    struct txn_ctx c = {.s = s, .head = s->head, .now_us = tg_now_us(), .out = out};
+    struct txn_ctx c = {.s = s, .head = s->head, .now_us = tg_now_us(), .out = out,
+                        .okey_next = s->okey_next};
     size_t ev0 = out->n_events, cmd0 = out->n_commands, ack0 = out->n_acked;
     int rc = mdb_txn_begin(s->db->env, NULL, 0, &c.txn);
     if (rc)
@@ -511,6 +555,15 @@ static int txn_run(struct spine_store *s, const struct spine_input *in, size_t n
             goto fail;
     if (c.head.seq != s->head.seq && spinedb_head_put(s->db, c.txn, &c.head, err) != 0)
         goto fail;
+    if (c.okey_next != s->okey_next) {
+        uint8_t vb[8];
+        spinedb_u64_put(c.okey_next, vb);
+        MDB_val mk = {strlen(META_OUTBOX_NEXT), META_OUTBOX_NEXT}, mv = {sizeof vb, vb};
+        if ((rc = mdb_put(c.txn, s->db->meta, &mk, &mv, 0)) != 0) {
+            spinedb_err(err, "spine db: save outbox key", rc);
+            goto fail;
+        }
+    }
     rc = mdb_txn_commit(c.txn);
     c.txn = NULL;
     if (rc) {
@@ -518,13 +571,14 @@ static int txn_run(struct spine_store *s, const struct spine_input *in, size_t n
         goto fail;
     }
     s->head = c.head;
+    s->okey_next = c.okey_next;
     for (size_t i = 0; i < c.n_marks; i++)
         marks_add(s, c.marks[i]);
     marks_advance(s);
     for (size_t i = 0; i < c.n_removed; i++)
         sent_remove(s, c.removed[i]);
-    for (size_t i = cmd0; i < out->n_commands; i++)
-        sent_set(s, out->commands[i].command_id, c.now_us / 1000);
+    /* New commands need no re-send entry: their queued_ms says when they
+     * were first sent. */
     ctx_free(&c);
     return 0;
 fail:
@@ -576,6 +630,26 @@ static int load_watermark(struct spine_store *s, MDB_txn *txn, char *err)
     return 0;
 }
 
+/* The next outbox key: saved in meta, and above every key in the outbox. */
+static int load_outbox_next(struct spine_store *s, MDB_txn *txn, char *err)
+{
+    MDB_val k = {strlen(META_OUTBOX_NEXT), META_OUTBOX_NEXT}, v;
+    MDB_cursor *cur;
+    s->okey_next = 1;
+    int rc = mdb_get(txn, s->db->meta, &k, &v);
+    if (rc == 0 && v.mv_size == 8)
+        s->okey_next = spinedb_u64_get(v.mv_data);
+    else if (rc && rc != MDB_NOTFOUND)
+        return spinedb_err(err, "spine db read", rc);
+    if ((rc = mdb_cursor_open(txn, s->db->outbox, &cur)) != 0)
+        return spinedb_err(err, "spine db cursor", rc);
+    rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+    if (rc == 0 && k.mv_size == 8 && spinedb_u64_get(k.mv_data) >= s->okey_next)
+        s->okey_next = spinedb_u64_get(k.mv_data) + 1;
+    mdb_cursor_close(cur);
+    return rc == 0 || rc == MDB_NOTFOUND ? 0 : spinedb_err(err, "spine db cursor", rc);
+}
+
 int spine_store_open(struct spine_store **out, const char *data_dir, const char *actor, uint64_t resend_ms,
                      char *err)
 {
@@ -594,7 +668,8 @@ int spine_store_open(struct spine_store **out, const char *data_dir, const char 
         spine_store_close(&s);
         return -1;
     }
-    if (spinedb_head_get(s->db, txn, &s->head, err) != 0 || load_watermark(s, txn, err) != 0) {
+    if (spinedb_head_get(s->db, txn, &s->head, err) != 0 || load_watermark(s, txn, err) != 0 ||
+        load_outbox_next(s, txn, err) != 0) {
         mdb_txn_abort(txn);
         spine_store_close(&s);
         return -1;
@@ -611,6 +686,7 @@ void spine_store_close(struct spine_store **sp)
     struct spine_store *s = *sp;
     spinedb_close(&s->db);
     tdestroy(s->sent, sent_free_node);
+    msgpack_sbuffer_destroy(&s->scratch);
     free(s->done);
     free(s->actor);
     free(s);
@@ -632,6 +708,11 @@ void spine_store_progress(const struct spine_store *s, struct msg_progress *p, s
         memcpy(p->done, s->done, n * sizeof *p->done);
 }
 
+static uint64_t okey_of(const MDB_val *k)
+{
+    return k->mv_size == 8 ? spinedb_u64_get(k->mv_data) : 0;
+}
+
 /* Decide whether one outbox entry is due; fills *cmd when it is (returns 1). */
 static int outbox_entry_due(struct spine_store *s, const MDB_val *k, const MDB_val *v, uint64_t now_ms,
                             struct tg_command *cmd)
@@ -641,11 +722,11 @@ static int outbox_entry_due(struct spine_store *s, const MDB_val *k, const MDB_v
     uint64_t queued;
     int due = 0;
     if (mp_unpack_exact(v->mv_data, v->mv_size, &up, err) != 0) {
-        log_error("outbox entry '%.*s' is unreadable: %s", (int)k->mv_size, (const char *)k->mv_data, err);
+        log_error("outbox entry %llu is unreadable: %s", (unsigned long long)okey_of(k), err);
         return 0;
     }
     if (mp_get_u64(&up.data, QUEUED_KEY, &queued, err) != 0 || msg_command_unpack(&up.data, cmd, err) != 0) {
-        log_error("outbox entry '%.*s' is malformed: %s", (int)k->mv_size, (const char *)k->mv_data, err);
+        log_error("outbox entry %llu is malformed: %s", (unsigned long long)okey_of(k), err);
     } else if (now_ms >= queued + s->resend_ms) {
         struct sent_entry *e = sent_find(s, cmd->command_id);
         due = !e || now_ms >= e->sent_ms + s->resend_ms;

@@ -124,12 +124,14 @@ static void make_result(struct spine_input *in, uint64_t jseq, const char *wh, c
     free(list);
 }
 
-static void make_outcome(struct spine_input *in, const char *wh, const char *action, bool ok)
+/* An outcome for the command of webhook wh queued under outbox key okey
+ * (keys count from 1 in queueing order). */
+static void make_outcome(struct spine_input *in, const char *wh, const char *action, bool ok, uint64_t okey)
 {
     char cid[COMMAND_ID_LEN];
     command_id_make(wh, action, cid);
     struct msg_outcome o = {
-        .command_id = cid, .action = (char *)action, .call_control_id = "v3:cc", .webhook_id = (char *)wh,
+        .command_id = cid, .action = (char *)action, .outbox_key = okey, .call_control_id = "v3:cc", .webhook_id = (char *)wh,
         .status = ok ? 200 : 422, .ok = ok, .attempts = 2, .detail = ok ? "" : "Call has already ended",
     };
     msgpack_sbuffer sb;
@@ -228,37 +230,35 @@ static void test_duplicate_webhook(void **state)
     assert_chain_ok(f, 3);
 }
 
+/* Webhook events are de-duplicated by their webhook (test_duplicate_webhook);
+ * operator events (APPEND) by their id. */
 static void test_duplicate_event_id(void **state)
 {
     struct fixture *f = *state;
     struct spine_input in[1];
-    char id[EVENT_ID_LEN];
-    make_result(&in[0], 1, "wh-a", "inbound", NULL);
-    apply(f, in, 1);
-
-    /* A different webhook carrying an event whose id already exists. */
-    make_result(&in[0], 2, "wh-b", "decision", NULL);
-    event_id("wh-a", "inbound", id);
-    free(in[0].u.result.events[0].id);
-    in[0].u.result.events[0].id = xstrdup(id);
-    apply(f, in, 1);
-    assert_int_equal(f->out.n_events, 0);
-
-    /* APPEND: existing id skipped, new id appended. */
+    msgpack_sbuffer sb;
     struct tg_event ev[2] = {
-        {.type = "ns.note", .actor = "tel.x", .id = id},
         {.type = "ns.note", .actor = "tel.x", .id = "serial-1-issued"},
+        {.type = "ns.note", .actor = "tel.x", .id = "serial-2-issued"},
     };
     struct msg_append a = {.events = ev, .n_events = 2};
-    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msg_append_encode(&sb, &a);
+    decode_into(&sb, &in[0]);
+    apply(f, in, 1);
+    assert_int_equal(f->out.n_events, 2);
+
+    /* existing id skipped, new id appended */
+    ev[0].id = "serial-3-issued";
+    ev[1].id = "serial-1-issued";
     msgpack_sbuffer_init(&sb);
     msg_append_encode(&sb, &a);
     decode_into(&sb, &in[0]);
     apply(f, in, 1);
     assert_int_equal(f->out.n_events, 1);
-    assert_int_equal(f->out.events[0].seq, 2);
+    assert_int_equal(f->out.events[0].seq, 3);
     assert_string_equal(f->out.events[0].type, "ns.note");
-    assert_chain_ok(f, 2);
+    assert_chain_ok(f, 3);
 }
 
 static void test_outcome(void **state)
@@ -270,7 +270,16 @@ static void test_outcome(void **state)
     apply(f, in, 1);
     assert_int_equal(spine_store_outbox_count(f->store), 1);
 
-    make_outcome(&in[0], "wh-a", "answer", false);
+    /* An outcome naming another outbox entry, or another command, is ignored. */
+    make_outcome(&in[0], "wh-a", "answer", false, 99);
+    apply(f, in, 1);
+    assert_int_equal(f->out.n_events, 0);
+    make_outcome(&in[0], "wh-b", "answer", false, 1);
+    apply(f, in, 1);
+    assert_int_equal(f->out.n_events, 0);
+    assert_int_equal(spine_store_outbox_count(f->store), 1);
+
+    make_outcome(&in[0], "wh-a", "answer", false, 1);
     apply(f, in, 1);
     assert_int_equal(f->out.n_events, 1);
     assert_string_equal(f->out.events[0].type, "tel.command");
@@ -289,7 +298,7 @@ static void test_outcome(void **state)
     free(json);
 
     /* The same outcome again adds nothing. */
-    make_outcome(&in[0], "wh-a", "answer", false);
+    make_outcome(&in[0], "wh-a", "answer", false, 1);
     apply(f, in, 1);
     assert_int_equal(f->out.n_events, 0);
     assert_chain_ok(f, 3);
@@ -342,7 +351,7 @@ static void test_outbox_resend(void **state)
     free(cmds);
 
     /* An outcome ends the re-sending. */
-    make_outcome(&in[0], "wh-a", "answer", true);
+    make_outcome(&in[0], "wh-a", "answer", true, 1);
     apply(f, in, 1);
     assert_int_equal(spine_store_outbox_due(f->store, t1 + 10 * RESEND_MS, 100, &cmds, &n, err), 0);
     assert_int_equal(n, 0);
