@@ -29,7 +29,8 @@ LIBS_TELCTL   := -llmdb -ljansson
 COMMON_SRC := common/util.c common/log.c common/mp.c common/config.c \
               common/msg.c common/event.c common/stage.c common/crc32c.c \
               common/journal.c common/spinedb.c common/numbers.c \
-              common/cert.c common/keyfile.c common/registry.c
+              common/cert.c common/keyfile.c common/registry.c \
+              common/jscan.c
 INGRESS_SRC  := ingress/ingress_http.c ingress/ingress_sig.c \
                 ingress/ingress_journal.c ingress/ingress_metrics.c
 VERIFIER_SRC := verifier/verifier_webhook.c verifier/verifier_flow.c \
