@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define ACTUATOR_MAX_PENDING 4096     /* commands in flight or waiting to retry */
 #define ACTUATOR_HWM 10000
 #define ACTUATOR_FINISHED_CAP 8192
 #define ACTUATOR_DRAIN_MS 3000
@@ -139,7 +140,9 @@ int main(int argc, char **argv)
             {.socket = NULL, .fd = actuator_http_fd(a.http), .events = ZMQ_POLLIN},
             {.socket = a.pull, .events = ZMQ_POLLIN},
         };
-        int n = a.st.stopping ? 1 : 2;
+        /* Back-pressure: with ACTUATOR_MAX_PENDING commands in hand, leave
+         * the rest in the socket; the spine keeps them in its outbox. */
+        int n = a.st.stopping || actuator_http_pending(a.http) >= ACTUATOR_MAX_PENDING ? 1 : 2;
         long tmo = actuator_http_timeout_ms(a.http);
         if (tmo < 0 || tmo > 1000)
             tmo = 1000;
