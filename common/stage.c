@@ -69,6 +69,7 @@ void stage_init(struct stage *st, const char *name, int argc, char **argv)
     if (st->sigfd < 0)
         log_fatal("signalfd: %s", strerror(errno));
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGXFSZ, SIG_IGN);   /* a file-size limit fails the write (EFBIG), it does not kill */
 
     st->zctx = zmq_ctx_new();
     if (!st->zctx)

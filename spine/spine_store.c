@@ -189,6 +189,7 @@ static void output_add_command(struct spine_output *out, const struct tg_command
     d->call_session_id = dup_or_null(c->call_session_id);
     d->from = dup_or_null(c->from);
     d->to = dup_or_null(c->to);
+    d->outbox_key = c->outbox_key;
 }
 
 /* ---- watermark ---- */

@@ -318,6 +318,7 @@ static void test_outbox_resend(void **state)
     assert_int_equal(f->out.n_commands, 1);
     command_id_make("wh-a", "answer", cid);
     assert_string_equal(f->out.commands[0].command_id, cid);
+    assert_int_equal(f->out.commands[0].outbox_key, 1);   /* what the actuator echoes */
 
     assert_int_equal(spine_store_outbox_due(f->store, t0, 100, &cmds, &n, err), 0);
     assert_int_equal(n, 0);
@@ -327,6 +328,7 @@ static void test_outbox_resend(void **state)
     assert_int_equal(spine_store_outbox_due(f->store, t1, 100, &cmds, &n, err), 0);
     assert_int_equal(n, 1);
     assert_string_equal(cmds[0].command_id, cid);
+    assert_int_equal(cmds[0].outbox_key, 1);
     assert_string_equal(cmds[0].action, "answer");
     assert_string_equal(cmds[0].body, "{\"command_id\":\"x\"}");
     assert_string_equal(cmds[0].webhook_id, "wh-a");
