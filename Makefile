@@ -32,7 +32,8 @@ COMMON_SRC := common/util.c common/log.c common/mp.c common/config.c \
               common/cert.c common/keyfile.c common/registry.c \
               common/jscan.c
 INGRESS_SRC  := ingress/ingress_http.c ingress/ingress_sig.c \
-                ingress/ingress_journal.c ingress/ingress_metrics.c
+                ingress/ingress_journal.c ingress/ingress_metrics.c \
+                ingress/ingress_redeliver.c
 VERIFIER_SRC := verifier/verifier_webhook.c verifier/verifier_flow.c \
                 verifier/verifier_state.c verifier/verifier_certs.c
 SPINE_SRC    := spine/spine_store.c

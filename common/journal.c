@@ -481,6 +481,12 @@ int journal_recover(const char *dir, uint64_t *next_jseq, char *err)
         journal_reader_close(&r);
         if (last > max_jseq)
             max_jseq = last;
+        /* A file is named after the next jseq when it was opened: even an
+         * empty one (older files deleted once processed) says that every
+         * jseq below its name was handed out already. */
+        uint64_t named = strtoull(names[i], NULL, 10);
+        if (named > 0 && named - 1 > max_jseq)
+            max_jseq = named - 1;
         if (first != 0 && strtoull(names[i], NULL, 10) != first)
             log_warn("journal: %s starts with jseq %" PRIu64 ", not the one its name says",
                      path, first);
@@ -514,6 +520,95 @@ int journal_recover(const char *dir, uint64_t *next_jseq, char *err)
              n, records, *next_jseq);
     rc = 0;
 out:
+    journal_names_free(&names, n);
+    return rc;
+}
+
+/* ---- random access and pruning ---- */
+
+int journal_record_pread(int fd, uint64_t off, size_t len, struct journal_record *rec, char *err)
+{
+    memset(rec, 0, sizeof *rec);
+    if (len < JOURNAL_HDR_LEN + 1 || len > JOURNAL_HDR_LEN + JOURNAL_MAX_PAYLOAD)
+        return tg_err(err, "record length %zu out of range", len);
+    uint8_t *buf = xmalloc(len);
+    size_t got = 0;
+    while (got < len) {
+        ssize_t k = pread(fd, buf + got, len - got, (off_t)(off + got));
+        if (k < 0) {
+            if (errno == EINTR)
+                continue;
+            tg_err(err, "pread at offset %" PRIu64 ": %s", off, strerror(errno));
+            free(buf);
+            return -1;
+        }
+        if (k == 0) {
+            tg_err(err, "record at offset %" PRIu64 " ends past the end of the file (%zu of %zu bytes)",
+                   off, got, len);
+            free(buf);
+            return -1;
+        }
+        got += (size_t)k;
+    }
+    char why[ERR_LEN];
+    int rc = journal_record_decode(buf, len, rec, why);
+    if (rc != 0)
+        tg_err(err, "record at offset %" PRIu64 ": %s", off, why);
+    free(buf);
+    return rc;
+}
+
+bool journal_file_prunable(uint64_t next_first, uint64_t low, int64_t age_s, int64_t retention_s)
+{
+    if (next_first == 0)
+        return false;
+    if (next_first - 1 > low)
+        return false;
+    return age_s >= retention_s;
+}
+
+int journal_prune(const char *dir, uint64_t current_first, uint64_t low, int64_t retention_s,
+                  int64_t now_s, size_t *deleted, size_t *remaining, char *err)
+{
+    char **names = NULL;
+    size_t n = 0;
+    int rc = 0;
+
+    *deleted = 0;
+    *remaining = 0;
+    if (journal_list(dir, &names, &n, err) != 0)
+        return -1;
+    *remaining = n;
+    for (size_t i = 0; i + 1 < n; i++) {
+        uint64_t first = strtoull(names[i], NULL, 10);
+        uint64_t next_first = strtoull(names[i + 1], NULL, 10);
+        if (first >= current_first || next_first - 1 > low)
+            break;      /* names sort by jseq: nothing later qualifies */
+        char *path = xasprintf("%s/%s", dir, names[i]);
+        struct stat st;
+        if (stat(path, &st) != 0) {
+            rc = tg_err(err, "stat %s: %s", path, strerror(errno));
+            free(path);
+            break;
+        }
+        if (!journal_file_prunable(next_first, low, now_s - (int64_t)st.st_mtime, retention_s)) {
+            free(path);
+            continue;
+        }
+        if (unlink(path) != 0) {
+            rc = tg_err(err, "unlink %s: %s", path, strerror(errno));
+            free(path);
+            break;
+        }
+        free(path);
+        (*deleted)++;
+        (*remaining)--;
+    }
+    if (*deleted > 0) {
+        char why[ERR_LEN];
+        if (journal_dir_sync(dir, why) != 0 && rc == 0)
+            rc = tg_err(err, "%s", why);
+    }
     journal_names_free(&names, n);
     return rc;
 }

@@ -8,6 +8,7 @@
 #define TG_JOURNAL_H
 
 #include <msgpack.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -111,7 +112,9 @@ void journal_names_free(char ***names, size_t n);
  * Renamed files are kept for the operator.  Never fails because of a file's
  * content, only on I/O errors on the directory or a truncate that fails.
  * *next_jseq is one more than the largest good jseq seen in any file, or 1
- * for an empty journal; it is also past every jseq a renamed file could
+ * for an empty journal; it is at least the jseq any dump file is named
+ * after (an empty file left after older ones were pruned keeps the
+ * numbering going), and it is also past every jseq a renamed file could
  * hold (its first jseq + its size / 13), so no jseq is ever handed out twice.
  * 0 ok, -1 with err.
  */
@@ -119,5 +122,38 @@ int journal_recover(const char *dir, uint64_t *next_jseq, char *err) TG_MUST_CHE
 
 /* fsync a directory (after creating or renaming a file in it); 0 or -1 with err. */
 int journal_dir_sync(const char *dir, char *err) TG_MUST_CHECK;
+
+/*
+ * Read and decode the one record of len bytes (header included) at byte
+ * offset off of the open dump file fd, without moving its file position.
+ * Fills *rec with owned copies (free with journal_record_free).  0 ok, -1
+ * with err: short read (file truncated or deleted), I/O error, or a record
+ * that does not decode (magic, length, CRC, payload).
+ */
+int journal_record_pread(int fd, uint64_t off, size_t len, struct journal_record *rec,
+                         char *err) TG_MUST_CHECK;
+
+/*
+ * Deletion decision for one dump file.  File N covers the jseqs
+ * [first jseq of N, first jseq of N+1); next_first is the first jseq of the
+ * following file (0 when N is the newest, i.e. the one being written, which
+ * is never deletable).  Deletable when every jseq of its range is <= low
+ * (all acknowledged) and it is at least retention_s old (age_s = now -
+ * mtime; retention 0 = as soon as processed).
+ */
+bool journal_file_prunable(uint64_t next_first, uint64_t low, int64_t age_s, int64_t retention_s);
+
+/*
+ * Delete the dump files of dir that journal_file_prunable() allows, given
+ * the acknowledged low mark and now_s (Unix seconds); files whose first jseq
+ * is >= current_first (the file being written) are always kept, and so are
+ * *.corrupt files and subdirectories (journal_list never lists them).  The
+ * directory is fsynced when something was deleted.  *deleted gets the number
+ * of files removed and *remaining the number of dump files left.
+ * 0 ok, -1 with err (listing, stat or unlink failure; files deleted before
+ * the failure stay deleted and are counted).
+ */
+int journal_prune(const char *dir, uint64_t current_first, uint64_t low, int64_t retention_s,
+                  int64_t now_s, size_t *deleted, size_t *remaining, char *err) TG_MUST_CHECK;
 
 #endif

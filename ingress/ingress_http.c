@@ -231,7 +231,9 @@ static int handle_health(struct ingress_http *h, struct mg_connection *c)
         send_json(c, 503, o, NULL, false);
         return 503;
     }
-    json_t *o = json_pack("{s:s,s:s,s:s}", "status", "ok", "signatures", sigs, "journal", "ok");
+    json_t *o = json_pack("{s:s,s:s,s:s,s:I}", "status", "ok", "signatures", sigs, "journal", "ok",
+                          "unacknowledged",
+                          (json_int_t)atomic_load(&h->metrics->unacked));
     if (!h->verify)
         json_object_set_new(o, "warning",
                             json_string("webhook signatures are NOT verified: "
@@ -319,6 +321,9 @@ int ingress_http_start(const struct ingress_http_opts *opts, struct ingress_http
         "listen_backlog", HTTP_LISTEN_BACKLOG,
         "connection_queue", HTTP_CONNECTION_QUEUE,
         "linger_timeout_ms", HTTP_LINGER_MS,
+        /* An answer leaves as header and body writes; without this, Nagle
+         * holds the body until the client's delayed ACK (~40 ms). */
+        "tcp_nodelay", "1",
         NULL,
     };
     struct mg_callbacks cb;

@@ -13,9 +13,15 @@
  *
  * After a durable batch the writer encodes one WEBHOOK message per record
  * (before waking the waiters, whose records die with their stack frame),
- * wakes them, then sends the messages without blocking; what cannot be sent
- * (no verifier, high-water mark) waits in a bounded in-memory list and is
- * retried on every cycle.
+ * records where each one lives in the tracker, wakes them, then sends the
+ * messages without blocking; what cannot be sent (no verifier, high-water
+ * mark) waits in a bounded in-memory list and is retried on every cycle.
+ *
+ * Between batches, and at least every WRITER_TICK_MS, the writer runs the
+ * recovery side (redeliver_tick): it drains the spine's PROGRESS reports
+ * from its SUB socket into the tracker, re-publishes or parks what is due,
+ * saves the low mark and prunes processed dump files.  Everything touching
+ * the tracker and the three sockets happens in this one thread.
  */
 #include "ingress_journal.h"
 #include "log.h"
@@ -34,7 +40,14 @@
 
 #include <zmq.h>
 
-#define WRITER_RETRY_MS 100     /* wake-up period while messages are pending */
+#define WRITER_TICK_MS 100          /* wake-up period between batches */
+#define REDELIVER_ROUND_MS 250      /* re-publication rounds */
+#define REDELIVER_ROUND_MAX 2000    /* records looked at per round */
+#define REDELIVER_PARK_MAX 64       /* parks (file + fsync) per round */
+#define PROGRESS_SAVE_MS 1000       /* low mark saved at most this often */
+#define PRUNE_MS 10000              /* dump file deletion checks */
+#define PROGRESS_DRAIN_MAX 10000    /* PROGRESS messages taken per tick */
+#define SPINE_SILENT_MS 3000        /* no PROGRESS this long: spine is down */
 
 enum waiter_state { W_QUEUED, W_DURABLE, W_FAILED };
 
@@ -42,6 +55,8 @@ struct waiter {
     const struct journal_record *rec;
     uint64_t enq_ms;            /* monotonic */
     uint64_t jseq;
+    uint64_t off;               /* where its record starts in the file */
+    uint32_t len;               /* record length, header included */
     enum waiter_state state;
     char err[ERR_LEN];
     struct waiter *next;
@@ -49,6 +64,7 @@ struct waiter {
 
 struct pending {
     struct pending *next;
+    uint64_t jseq;
     size_t len;
     uint8_t data[];
 };
@@ -78,6 +94,22 @@ struct ingress_journal {
     size_t p_count;
     bool p_dropping;            /* logged the overflow, until it drains */
     struct ingress_metrics *m;
+
+    /* recovery side (writer thread only) */
+    uint64_t cur_file;          /* first jseq (name) of the file being written */
+    struct ingress_redeliver *tr;
+    void *sub, *spine;
+    char *actor, *progress_path, *parked_dir;
+    int64_t retention_s;
+    uint64_t after_ms;
+    uint64_t next_round_ms, next_save_ms, next_prune_ms;    /* monotonic */
+    uint64_t last_progress_ms;  /* monotonic; 0 = never heard */
+    uint64_t started_ms;
+    bool spine_silent;          /* logged that the spine stopped reporting */
+    uint64_t saved_low;
+    bool save_failed, park_failed;
+    int rd_fd;                  /* cached read descriptor of dump file rd_file */
+    uint64_t rd_file;
 };
 
 static int file_open(struct ingress_journal *j, uint64_t first_jseq, char *err)
@@ -105,6 +137,9 @@ static int file_open(struct ingress_journal *j, uint64_t first_jseq, char *err)
     j->fd = fd;
     j->file_size = (uint64_t)st.st_size;
     j->must_rotate = false;
+    if (j->cur_file != first_jseq && st.st_size == 0)
+        atomic_fetch_add(&j->m->journal_files, 1);
+    j->cur_file = first_jseq;
     log_debug("journal: writing %s", path);
     free(path);
     return 0;
@@ -112,7 +147,7 @@ static int file_open(struct ingress_journal *j, uint64_t first_jseq, char *err)
 
 /* ---- publication (writer thread) ---- */
 
-static void pending_push(struct ingress_journal *j, const uint8_t *data, size_t len)
+static void pending_push(struct ingress_journal *j, uint64_t jseq, const uint8_t *data, size_t len)
 {
     if (j->p_count >= INGRESS_JOURNAL_MAX_PENDING) {
         struct pending *old = j->p_head;
@@ -129,6 +164,7 @@ static void pending_push(struct ingress_journal *j, const uint8_t *data, size_t 
     }
     struct pending *p = xmalloc(sizeof *p + len);
     p->next = NULL;
+    p->jseq = jseq;
     p->len = len;
     memcpy(p->data, data, len);
     if (j->p_tail)
@@ -154,6 +190,8 @@ static void pending_flush(struct ingress_journal *j)
         j->p_head = p->next;
         if (!j->p_head)
             j->p_tail = NULL;
+        if (j->tr)
+            ingress_redeliver_published(j->tr, p->jseq, tg_mono_ms());
         free(p);
         j->p_count--;
         atomic_fetch_add(&j->m->published, 1);
@@ -195,12 +233,15 @@ static int batch_write(struct ingress_journal *j, struct waiter *batch, char *er
     msgpack_sbuffer_init(&sb);
     for (struct waiter *w = batch; w; w = w->next) {
         struct journal_record r = *w->rec;
+        size_t before = sb.size;
         r.jseq = jseq;
         if (journal_record_encode(&sb, &r, why) != 0) {
             w->jseq = 0;
             snprintf(w->err, sizeof w->err, "%s", why);
             continue;
         }
+        w->off = j->file_size + before;
+        w->len = (uint32_t)(sb.size - before);
         w->jseq = jseq++;
         n++;
     }
@@ -236,14 +277,27 @@ static int batch_write(struct ingress_journal *j, struct waiter *batch, char *er
     return 0;
 }
 
-/* Encode a WEBHOOK message for every durable record of batch. */
+/* Encode a WEBHOOK message for every durable record of batch and start
+ * tracking it (unpublished until the message is actually sent). */
 static void batch_publish_prepare(struct ingress_journal *j, struct waiter *batch)
 {
     msgpack_sbuffer sb;
+    char err[ERR_LEN];
+    uint64_t now = tg_mono_ms();
     msgpack_sbuffer_init(&sb);
     for (struct waiter *w = batch; w; w = w->next) {
         if (w->jseq == 0)
             continue;
+        if (j->tr) {
+            /* Re-armed when actually sent; if it is dropped from the
+             * pending list instead, a round publishes it once due. */
+            struct ingress_redeliver_entry e = {
+                .jseq = w->jseq, .file = j->cur_file, .offset = w->off, .len = w->len,
+                .due_ms = now + j->after_ms,
+            };
+            if (ingress_redeliver_add(j->tr, &e, err) != 0)
+                log_panic("journal: tracker: %s", err);
+        }
         struct msg_webhook m = {
             .jseq = w->jseq, .recv_us = w->rec->recv_us, .attempt = 1,
             .body = w->rec->body, .body_len = w->rec->body_len,
@@ -251,9 +305,273 @@ static void batch_publish_prepare(struct ingress_journal *j, struct waiter *batc
         sb.size = 0;
         msg_webhook_encode(&sb, &m);
         if (j->push)
-            pending_push(j, (const uint8_t *)sb.data, sb.size);
+            pending_push(j, w->jseq, (const uint8_t *)sb.data, sb.size);
     }
     msgpack_sbuffer_destroy(&sb);
+}
+
+/* ---- recovery side (writer thread) ---- */
+
+/* Read the tracked record e from its dump file (descriptor cached). */
+static int record_read(struct ingress_journal *j, const struct ingress_redeliver_entry *e,
+                       struct journal_record *rec, char *err)
+{
+    if (j->rd_fd < 0 || j->rd_file != e->file) {
+        char name[JOURNAL_NAME_LEN];
+        if (j->rd_fd >= 0)
+            close(j->rd_fd);
+        journal_file_name(e->file, name);
+        char *path = xasprintf("%s/%s", j->dir, name);
+        j->rd_fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (j->rd_fd < 0) {
+            tg_err(err, "open %s: %s", path, strerror(errno));
+            free(path);
+            return -1;
+        }
+        free(path);
+        j->rd_file = e->file;
+    }
+    char why[ERR_LEN];
+    if (journal_record_pread(j->rd_fd, e->offset, e->len, rec, why) != 0) {
+        char name[JOURNAL_NAME_LEN];
+        journal_file_name(e->file, name);
+        return tg_err(err, "%s: %s", name, why);
+    }
+    if (rec->jseq != e->jseq) {
+        tg_err(err, "record at offset %" PRIu64 " has jseq %" PRIu64 ", expected %" PRIu64,
+               e->offset, rec->jseq, e->jseq);
+        journal_record_free(rec);
+        return -1;
+    }
+    return 0;
+}
+
+/* Apply every PROGRESS report waiting on the SUB socket. */
+static void progress_drain(struct ingress_journal *j, uint64_t now)
+{
+    char err[ERR_LEN];
+    for (int i = 0; j->sub && i < PROGRESS_DRAIN_MAX; i++) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, j->sub, ZMQ_DONTWAIT) < 0) {
+            int e = errno;
+            zmq_msg_close(&m);
+            if (e == EINTR)
+                continue;
+            if (e != EAGAIN)
+                log_error("journal: progress stream: %s", zmq_strerror(e));
+            break;
+        }
+        bool more = zmq_msg_more(&m);
+        struct msg_progress p;
+        int type = 0;
+        if (more) {
+            log_error("journal: dropped a multi-frame message on the progress stream");
+        } else if (msg_type_of(zmq_msg_data(&m), zmq_msg_size(&m), &type, err) != 0 ||
+                   type != MSG_PROGRESS) {
+            if (type != 0)
+                tg_err(err, "message type %d", type);
+            log_error("journal: dropped a bad message on the progress stream: %s", err);
+        } else if (msg_progress_decode(zmq_msg_data(&m), zmq_msg_size(&m), &p, err) != 0) {
+            log_error("journal: dropped a malformed PROGRESS: %s", err);
+        } else {
+            size_t acked = ingress_redeliver_ack_progress(j->tr, &p);
+            log_debug("journal: PROGRESS low %" PRIu64 ", %zu done: %zu acknowledged, %zu left",
+                      p.low, p.n_done, acked, ingress_redeliver_count(j->tr));
+            msg_progress_free(&p);
+            atomic_fetch_add(&j->m->progress_received, 1);
+            if (j->spine_silent)
+                log_info("journal: the spine reports progress again; re-publication resumes");
+            j->spine_silent = false;
+            j->last_progress_ms = now;
+        }
+        zmq_msg_close(&m);
+        while (more) {          /* discard the rest of a multi-frame message */
+            zmq_msg_init(&m);
+            if (zmq_msg_recv(&m, j->sub, ZMQ_DONTWAIT) < 0) {
+                zmq_msg_close(&m);
+                break;
+            }
+            more = zmq_msg_more(&m);
+            zmq_msg_close(&m);
+        }
+    }
+}
+
+/* Send one message without blocking; 0 sent, -1 (errno; EAGAIN = full). */
+static int send_now(void *sock, const msgpack_sbuffer *sb)
+{
+    for (;;) {
+        if (zmq_send(sock, sb->data, sb->size, ZMQ_DONTWAIT) >= 0)
+            return 0;
+        if (errno != EINTR)
+            return -1;
+    }
+}
+
+/* Park a poison record (first time) or re-send its park RESULT.  Returns 0
+ * when the round may go on, -1 when it should stop (file not writable). */
+static int park_one(struct ingress_journal *j, const struct ingress_redeliver_entry *e,
+                    const struct journal_record *rec, bool first, uint64_t now)
+{
+    char err[ERR_LEN];
+    char *path = NULL;
+    if (first) {
+        if (ingress_redeliver_park_write(j->parked_dir, e->jseq, rec->body, rec->body_len, &path,
+                                         err) != 0) {
+            if (!j->park_failed)
+                log_error("journal: cannot park record %" PRIu64 ": %s; retrying", e->jseq, err);
+            j->park_failed = true;
+            return -1;
+        }
+        j->park_failed = false;
+    } else {
+        path = xasprintf("%s/%" PRIu64 ".json", j->parked_dir, e->jseq);
+    }
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    ingress_redeliver_park_encode(&sb, e->jseq, e->attempts, rec->body, rec->body_len, j->actor,
+                                  path);
+    if (j->spine && send_now(j->spine, &sb) != 0 && errno != EAGAIN)
+        log_error("journal: send park RESULT for record %" PRIu64 ": %s", e->jseq,
+                  zmq_strerror(errno));
+    msgpack_sbuffer_destroy(&sb);
+    ingress_redeliver_parked(j->tr, e->jseq, now);
+    if (first) {
+        atomic_fetch_add(&j->m->parked, 1);
+        log_error("journal: webhook record %" PRIu64 " parked after %" PRIu32
+                  " unacknowledged publications: %s (event tel.webhook_parked)",
+                  e->jseq, e->attempts, path);
+    }
+    free(path);
+    return 0;
+}
+
+/* One re-publication round: publish or park what is due, oldest first. */
+static void redeliver_round(struct ingress_journal *j, uint64_t now)
+{
+    char err[ERR_LEN];
+    size_t sent = 0, parks = 0;
+
+    if (j->p_count > 0)
+        return;     /* first publications still wait for a verifier */
+    uint64_t since = j->last_progress_ms ? j->last_progress_ms : j->started_ms;
+    if (j->last_progress_ms == 0 || now - j->last_progress_ms > SPINE_SILENT_MS) {
+        if (!j->spine_silent && now - since > SPINE_SILENT_MS &&
+            ingress_redeliver_count(j->tr) > 0) {
+            log_warn("journal: no progress report from the spine for %" PRIu64 " ms; "
+                     "re-publication and parking paused", now - since);
+            j->spine_silent = true;
+        }
+        return;
+    }
+    for (int i = 0; i < REDELIVER_ROUND_MAX && parks < REDELIVER_PARK_MAX; i++) {
+        struct ingress_redeliver_entry e;
+        enum ingress_redeliver_action act = ingress_redeliver_due(j->tr, now, &e);
+        if (act == INGRESS_REDELIVER_NONE)
+            break;
+        struct journal_record rec;
+        if (record_read(j, &e, &rec, err) != 0) {
+            log_error("journal: record %" PRIu64 " cannot be re-read (%s); it is no longer "
+                      "re-published", e.jseq, err);
+            ingress_redeliver_drop(j->tr, e.jseq);
+            continue;
+        }
+        int stop = 0;
+        if (act == INGRESS_REDELIVER_PUBLISH) {
+            msgpack_sbuffer sb;
+            msgpack_sbuffer_init(&sb);
+            struct msg_webhook m = {
+                .jseq = e.jseq, .recv_us = rec.recv_us, .attempt = e.attempts + 1,
+                .body = rec.body, .body_len = rec.body_len,
+            };
+            msg_webhook_encode(&sb, &m);
+            if (send_now(j->push, &sb) != 0) {
+                if (errno != EAGAIN)
+                    log_error("journal: re-publish to verifiers: %s", zmq_strerror(errno));
+                stop = 1;
+            } else {
+                ingress_redeliver_published(j->tr, e.jseq, now);
+                atomic_fetch_add(&j->m->published, 1);
+                atomic_fetch_add(&j->m->republished, 1);
+                sent++;
+            }
+            msgpack_sbuffer_destroy(&sb);
+        } else {
+            stop = park_one(j, &e, &rec, act == INGRESS_REDELIVER_PARK, now);
+            parks++;
+        }
+        journal_record_free(&rec);
+        if (stop)
+            break;
+    }
+    if (sent)
+        log_info("journal: re-published %zu unacknowledged webhook(s); %zu still unacknowledged",
+                 sent, ingress_redeliver_count(j->tr));
+}
+
+static void progress_save(struct ingress_journal *j)
+{
+    char err[ERR_LEN];
+    uint64_t low = ingress_redeliver_low(j->tr, j->next_jseq - 1);
+    if (low == j->saved_low)
+        return;
+    if (ingress_redeliver_progress_save(j->progress_path, low, err) != 0) {
+        if (!j->save_failed)
+            log_error("journal: saving the low mark: %s", err);
+        j->save_failed = true;
+        return;
+    }
+    if (j->save_failed)
+        log_info("journal: low mark saved again");
+    j->save_failed = false;
+    j->saved_low = low;
+}
+
+static void prune(struct ingress_journal *j)
+{
+    char err[ERR_LEN];
+    size_t deleted = 0, remaining = 0;
+    uint64_t low = ingress_redeliver_low(j->tr, j->next_jseq - 1);
+    int rc = journal_prune(j->dir, j->cur_file, low, j->retention_s,
+                           (int64_t)(tg_now_ms() / 1000), &deleted, &remaining, err);
+    if (rc != 0)
+        log_error("journal: deleting processed dump files: %s", err);
+    if (deleted) {
+        if (j->rd_fd >= 0) {    /* it may point at a deleted file */
+            close(j->rd_fd);
+            j->rd_fd = -1;
+        }
+        atomic_fetch_add(&j->m->journal_files_deleted, deleted);
+        log_info("journal: deleted %zu processed dump file(s) (every jseq <= %" PRIu64
+                 " acknowledged)", deleted, low);
+    }
+    if (rc == 0 || deleted)
+        atomic_store(&j->m->journal_files, remaining);
+}
+
+/* Everything the writer does between batches for acknowledgement,
+ * re-publication, the saved low mark and the journal's lifecycle. */
+static void redeliver_tick(struct ingress_journal *j, bool final)
+{
+    if (!j->tr)
+        return;
+    uint64_t now = tg_mono_ms();
+    progress_drain(j, now);
+    if (!final && now >= j->next_round_ms) {
+        redeliver_round(j, now);
+        j->next_round_ms = now + REDELIVER_ROUND_MS;
+    }
+    if (final || now >= j->next_save_ms) {
+        progress_save(j);
+        j->next_save_ms = now + PROGRESS_SAVE_MS;
+    }
+    if (!final && now >= j->next_prune_ms) {
+        if (j->retention_s >= 0)
+            prune(j);
+        j->next_prune_ms = now + PRUNE_MS;
+    }
+    atomic_store(&j->m->unacked, ingress_redeliver_count(j->tr));
 }
 
 static void *writer_main(void *arg)
@@ -264,13 +582,13 @@ static void *writer_main(void *arg)
     pthread_mutex_lock(&j->mu);
     for (;;) {
         while (!j->head && !j->stopping) {
-            if (j->p_count == 0) {
+            if (j->p_count == 0 && !j->tr) {
                 pthread_cond_wait(&j->work, &j->mu);
                 continue;
             }
             struct timespec ts;
             clock_gettime(CLOCK_MONOTONIC, &ts);
-            ts.tv_nsec += WRITER_RETRY_MS * 1000000L;
+            ts.tv_nsec += WRITER_TICK_MS * 1000000L;
             if (ts.tv_nsec >= 1000000000L) {
                 ts.tv_sec++;
                 ts.tv_nsec -= 1000000000L;
@@ -347,19 +665,35 @@ static void *writer_main(void *arg)
         pthread_mutex_unlock(&j->mu);
 
         pending_flush(j);
-        /* Re-publication of journaled webhooks the spine has not confirmed
-         * (driven by its PROGRESS stream on progress_endpoint) will be added
-         * here: the writer thread owns the PUSH socket and is the only place
-         * that may send on it. */
+        redeliver_tick(j, false);
         pthread_mutex_lock(&j->mu);
     }
     pthread_mutex_unlock(&j->mu);
 
     pending_flush(j);
+    redeliver_tick(j, true);
     if (j->p_count)
         log_warn("journal: %zu journaled webhooks not yet handed to a verifier at shutdown",
                  j->p_count);
     return NULL;
+}
+
+/* Release the recovery side (sockets, tracker, read descriptor). */
+static void recovery_free(struct ingress_journal *j)
+{
+    if (j->sub)
+        zmq_close(j->sub);
+    if (j->spine)
+        zmq_close(j->spine);
+    j->sub = j->spine = NULL;
+    if (j->rd_fd >= 0)
+        close(j->rd_fd);
+    j->rd_fd = -1;
+    ingress_redeliver_free(&j->tr);
+    free(j->actor);
+    free(j->progress_path);
+    free(j->parked_dir);
+    j->actor = j->progress_path = j->parked_dir = NULL;
 }
 
 int ingress_journal_start(const struct ingress_journal_opts *opts, struct ingress_journal **out,
@@ -376,6 +710,28 @@ int ingress_journal_start(const struct ingress_journal_opts *opts, struct ingres
     j->max_wait_ms = opts->max_wait_ms ? opts->max_wait_ms : INGRESS_JOURNAL_MAX_WAIT_MS;
     j->push = opts->push;
     j->m = opts->metrics;
+    j->rd_fd = -1;
+    if (opts->push && opts->tracker) {
+        j->tr = opts->tracker;
+        j->sub = opts->progress_sub;
+        j->spine = opts->spine_push;
+        j->actor = xstrdup(opts->actor ? opts->actor : "");
+        j->progress_path = opts->progress_path ? xstrdup(opts->progress_path)
+                                               : xasprintf("%s/%s", opts->dir, INGRESS_REDELIVER_PROGRESS_FILE);
+        j->parked_dir = opts->parked_dir ? xstrdup(opts->parked_dir)
+                                         : xasprintf("%s/%s", opts->dir, INGRESS_REDELIVER_PARKED_DIR);
+        j->retention_s = opts->retention_s;
+        j->after_ms = opts->redeliver_after_ms;
+        j->saved_low = UINT64_MAX;      /* save once at start */
+        j->started_ms = tg_mono_ms();
+    } else {
+        struct ingress_redeliver *tr = opts->tracker;
+        ingress_redeliver_free(&tr);
+        if (opts->progress_sub)
+            zmq_close(opts->progress_sub);
+        if (opts->spine_push)
+            zmq_close(opts->spine_push);
+    }
     err[0] = '\0';
     if (file_open(j, j->next_jseq, err) != 0)
         goto fail;
@@ -401,6 +757,7 @@ fail:
         close(j->fd);
     if (j->push)
         zmq_close(j->push);
+    recovery_free(j);
     free(j->dir);
     free(j);
     return -1;
@@ -483,6 +840,7 @@ void ingress_journal_stop(struct ingress_journal **jp)
         zmq_close(j->push);
     if (j->fd >= 0)
         close(j->fd);
+    recovery_free(j);
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->work);
     pthread_cond_destroy(&j->done);

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "ingress_metrics.h"
+#include "ingress_redeliver.h"
 #include "journal.h"
 #include "util.h"
 
@@ -28,11 +29,37 @@ struct ingress_journal_opts {
                                    (no publication); ownership is taken: only the
                                    writer thread uses and closes it */
     struct ingress_metrics *metrics;  /* required; must outlive the journal */
+
+    /* Acknowledgement, re-publication and parking (protocol.md section 6).
+     * Active when push and tracker are set; the writer thread owns all of
+     * it (ZeroMQ sockets are not thread-safe), so no lock is involved. */
+    struct ingress_redeliver *tracker; /* records already journaled but not yet
+                                          acknowledged (from the start-up scan);
+                                          ownership is taken, freed on stop */
+    void *progress_sub;         /* ZMQ_SUB connected to progress_endpoint and
+                                   subscribed to everything, or NULL; taken */
+    void *spine_push;           /* ZMQ_PUSH connected to spine_endpoint for park
+                                   RESULTs, or NULL; taken */
+    const char *actor;          /* actor of tel.webhook_parked events (namespace) */
+    const char *progress_path;  /* where the low mark is saved */
+    const char *parked_dir;     /* where poison records are copied */
+    uint64_t redeliver_after_ms;    /* the tracker's after_ms, for new records */
+    int64_t retention_s;        /* delete processed dump files this much older; <0: never */
 };
 
 struct ingress_journal;
 
 /*
+ * With a tracker, the writer thread also, between batches (about every
+ * 100 ms): applies the spine's PROGRESS reports from progress_sub;
+ * every ~250 ms re-publishes records due again (attempt + 1) or parks those
+ * published max_attempts times (copy to parked_dir, tel.webhook_parked
+ * RESULT to spine_push, re-sent until acknowledged) -- but only while the
+ * spine reports, so a stopped spine does not get healthy records parked;
+ * at most once a second saves the low mark to progress_path when it moved;
+ * every ~10 s deletes dump files that are fully acknowledged and older
+ * than retention_s.
+ *
  * Open the first dump file (named by next_jseq; the directory is fsynced) and
  * start the writer thread.  0 and *out, or -1 with err (the push socket is
  * then closed).  Stop with ingress_journal_stop().

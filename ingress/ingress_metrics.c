@@ -140,6 +140,21 @@ char *ingress_metrics_render(struct ingress_metrics *m, size_t *len)
     counter(f, "telgate_ingress_publish_dropped_total",
             "Pending publications dropped from memory (still in the journal).", "counter",
             ld(&m->publish_dropped));
+    counter(f, "telgate_ingress_unacknowledged_records",
+            "Journaled webhooks the spine has not acknowledged yet.", "gauge", ld(&m->unacked));
+    counter(f, "telgate_ingress_republished_total",
+            "WEBHOOK messages published again because no acknowledgement came in time.",
+            "counter", ld(&m->republished));
+    counter(f, "telgate_ingress_parked_total",
+            "Webhooks parked as poison after max_attempts publications.", "counter",
+            ld(&m->parked));
+    counter(f, "telgate_ingress_progress_received_total", "PROGRESS reports received from the spine.",
+            "counter", ld(&m->progress_received));
+    counter(f, "telgate_ingress_journal_files", "Journal dump files on disk.", "gauge",
+            ld(&m->journal_files));
+    counter(f, "telgate_ingress_journal_files_deleted_total",
+            "Processed journal dump files deleted after journal_retention_s.", "counter",
+            ld(&m->journal_files_deleted));
     fclose(f);
     *len = n;
     return buf;

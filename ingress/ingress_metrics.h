@@ -48,6 +48,14 @@ struct ingress_metrics {
     _Atomic uint64_t published;                /* WEBHOOK messages sent */
     _Atomic uint64_t publish_pending;          /* gauge: not yet sent */
     _Atomic uint64_t publish_dropped;          /* pending list overflow */
+
+    /* acknowledgements, re-publication, parking, journal lifecycle */
+    _Atomic uint64_t unacked;                  /* gauge: journaled, not acknowledged */
+    _Atomic uint64_t republished;              /* WEBHOOK re-publications sent */
+    _Atomic uint64_t parked;                   /* records parked as poison */
+    _Atomic uint64_t progress_received;        /* PROGRESS reports from the spine */
+    _Atomic uint64_t journal_files;            /* gauge: dump files on disk */
+    _Atomic uint64_t journal_files_deleted;    /* processed dump files deleted */
 };
 
 /* Zero all counters (m is caller-owned, usually static or embedded). */

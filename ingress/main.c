@@ -1,6 +1,7 @@
 /*
  * main.c - the ingress process: receives Telnyx webhooks over HTTP, makes
- * them durable in the journal and hands them to the verifiers.
+ * them durable in the journal and hands them to the verifiers; re-publishes
+ * or parks what the spine does not acknowledge (protocol.md section 6).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -16,14 +17,49 @@
 #include "ingress_http.h"
 #include "ingress_journal.h"
 #include "ingress_metrics.h"
+#include "ingress_redeliver.h"
 #include "ingress_sig.h"
 #include "journal.h"
 #include "log.h"
 #include "stage.h"
 
 #define INGRESS_LOCK_FILE "ingress.lock"
+#define RESTART_GRACE_MS 1000   /* the spine's first PROGRESS may acknowledge them first */
+#define PROGRESS_RCVHWM 100000  /* PROGRESS reports buffered between writer ticks */
 
 static struct ingress_metrics metrics;
+
+/*
+ * Records journaled above the saved low mark may never have been
+ * acknowledged: track them again, first due RESTART_GRACE_MS from now.
+ * Also keeps jseqs above the saved mark so none is handed out twice.
+ */
+static struct ingress_redeliver *tracker_load(const struct tg_config *cfg, const char *jdir,
+                                              const char *progress_path, uint64_t *next_jseq)
+{
+    char err[ERR_LEN];
+    uint64_t low = 0;
+    size_t added = 0;
+
+    if (ingress_redeliver_progress_load(progress_path, &low, err) != 0) {
+        log_error("%s; re-reading the whole journal", err);
+        low = 0;
+    }
+    if (*next_jseq <= low) {
+        log_warn("journal: saved low mark %llu is past the journal's records; next jseq %llu",
+                 (unsigned long long)low, (unsigned long long)(low + 1));
+        *next_jseq = low + 1;
+    }
+    struct ingress_redeliver *tr = ingress_redeliver_new((uint64_t)cfg->redeliver_after_ms,
+                                                         (uint32_t)cfg->max_attempts);
+    if (ingress_redeliver_scan(tr, jdir, low, tg_mono_ms() + RESTART_GRACE_MS, &added, err) != 0)
+        log_fatal("journal scan: %s", err);
+    if (added)
+        log_info("journal: %zu record(s) above the saved low mark %llu are re-published unless "
+                 "the spine acknowledges them within %d ms", added, (unsigned long long)low,
+                 RESTART_GRACE_MS);
+    return tr;
+}
 
 /* One ingress per journal: hold an exclusive lock for the process lifetime
  * (released by the kernel on any exit, also SIGKILL). */
@@ -40,6 +76,20 @@ static int lock_journal(const char *jdir)
     }
     free(path);
     return fd;
+}
+
+/* Counters for `telctl status`: the lag is the unacknowledged webhooks. */
+static void status_write(struct stage *st, struct ingress_metrics *m)
+{
+    char c[320];
+    uint64_t accepted = atomic_load(&m->requests[INGRESS_PATH_WEBHOOK][0]);
+    snprintf(c, sizeof c, "{\"accepted\":%llu,\"journaled\":%llu,\"unacknowledged\":%llu,"
+             "\"republished\":%llu,\"parked\":%llu,\"shed\":%llu,\"journal_files\":%llu}",
+             (unsigned long long)accepted, (unsigned long long)atomic_load(&m->journal_records),
+             (unsigned long long)atomic_load(&m->unacked), (unsigned long long)atomic_load(&m->republished),
+             (unsigned long long)atomic_load(&m->parked), (unsigned long long)atomic_load(&m->journal_shed),
+             (unsigned long long)atomic_load(&m->journal_files));
+    stage_status_write(st, c, false);
 }
 
 int main(int argc, char **argv)
@@ -98,6 +148,12 @@ int main(int argc, char **argv)
     uint64_t next_jseq = 0;
     if (journal_recover(jdir, &next_jseq, err) != 0)
         log_fatal("journal recovery: %s", err);
+    char *progress_path = xasprintf("%s/%s", jdir, INGRESS_REDELIVER_PROGRESS_FILE);
+    char *parked_dir = xasprintf("%s/%s", jdir, INGRESS_REDELIVER_PARKED_DIR);
+    struct ingress_redeliver *tracker = tracker_load(cfg, jdir, progress_path, &next_jseq);
+    void *sub = stage_socket(&st, ZMQ_SUB, cfg->progress_endpoint, false, PROGRESS_RCVHWM);
+    if (zmq_setsockopt(sub, ZMQ_SUBSCRIBE, "", 0) != 0)
+        log_fatal("subscribe to %s: %s", cfg->progress_endpoint, zmq_strerror(zmq_errno()));
     struct ingress_journal *journal = NULL;
     struct ingress_journal_opts jo = {
         .dir = jdir,
@@ -105,6 +161,14 @@ int main(int argc, char **argv)
         .max_file_bytes = (uint64_t)cfg->journal_max_bytes,
         .push = stage_socket(&st, ZMQ_PUSH, cfg->verifier_endpoint, true, 0),
         .metrics = &metrics,
+        .tracker = tracker,
+        .progress_sub = sub,
+        .spine_push = stage_socket(&st, ZMQ_PUSH, cfg->spine_endpoint, false, 0),
+        .actor = cfg->namespace_,
+        .progress_path = progress_path,
+        .parked_dir = parked_dir,
+        .redeliver_after_ms = (uint64_t)cfg->redeliver_after_ms,
+        .retention_s = cfg->journal_retention_s,
     };
     if (ingress_journal_start(&jo, &journal, err) != 0)
         log_fatal("journal: %s", err);
@@ -115,8 +179,9 @@ int main(int argc, char **argv)
 
     zmq_pollitem_t none[1];
     while (!st.stopping) {
-        if (stage_poll(&st, none, 0, -1) < 0)
+        if (stage_poll(&st, none, 0, STAGE_STATUS_PERIOD_MS) < 0)
             log_fatal("poll: %s", zmq_strerror(zmq_errno()));
+        status_write(&st, &metrics);
     }
 
     ingress_http_stop(&http);       /* finishes the requests in flight */
@@ -124,6 +189,8 @@ int main(int argc, char **argv)
     mg_exit_library();
     log_info("stopped");
     close(lockfd);
+    free(progress_path);
+    free(parked_dir);
     free(jdir);
     stage_fini(&st);
     return 0;

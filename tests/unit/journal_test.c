@@ -2,7 +2,8 @@
  * journal_test.c - unit tests of the journal (common/journal.c): record
  * round trips, the reader's statuses, start-up recovery (torn tail truncated,
  * corrupt files renamed, next jseq), and the ingress's group-commit writer
- * (ingress/ingress_journal.c) with concurrent appenders and rotation.
+ * (ingress/ingress_journal.c) with concurrent appenders and rotation;
+ * reading one record by offset and deleting processed dump files.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "journal.h"
@@ -480,6 +482,128 @@ static void test_write_failure_reported(void **state)
     ingress_journal_stop(&j);
 }
 
+static void test_record_pread(void **state)
+{
+    struct tmp *t = *state;
+    size_t ends[5];
+    char err[ERR_LEN];
+    const char *path = write_file(t->dir, 10, 5, ends);
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    for (size_t i = 0; i < 5; i++) {
+        struct journal_record rec;
+        size_t off = i ? ends[i - 1] : 0;
+        assert_int_equal(journal_record_pread(fd, off, ends[i] - off, &rec, err), 0);
+        assert_int_equal(rec.jseq, 10 + i);
+        char body[64];
+        snprintf(body, sizeof body, "{\"data\":{\"id\":\"w%zu\"}}", 10 + i);
+        assert_int_equal(rec.body_len, strlen(body));
+        assert_memory_equal(rec.body, body, rec.body_len);
+        journal_record_free(&rec);
+    }
+    struct journal_record rec;
+    /* wrong offset: not a record header */
+    assert_int_equal(journal_record_pread(fd, 1, ends[0], &rec, err), -1);
+    assert_non_null(strstr(err, "magic"));
+    /* wrong length: the CRC or the length check fails */
+    assert_int_equal(journal_record_pread(fd, 0, ends[0] - 1, &rec, err), -1);
+    /* past the end of the file */
+    assert_int_equal(journal_record_pread(fd, ends[4] - 4, ends[0], &rec, err), -1);
+    assert_non_null(strstr(err, "past the end"));
+    assert_int_equal(journal_record_pread(fd, 0, 0, &rec, err), -1);
+    close(fd);
+}
+
+static void test_file_prunable(void **state)
+{
+    (void)state;
+    /* newest file (no successor) is never deletable */
+    assert_false(journal_file_prunable(0, 1000, 99999, 0));
+    /* file [1, 5): deletable when low >= 4 */
+    assert_false(journal_file_prunable(5, 3, 10, 0));
+    assert_true(journal_file_prunable(5, 4, 10, 0));
+    assert_true(journal_file_prunable(5, 100, 0, 0));
+    /* retention: age must reach it */
+    assert_false(journal_file_prunable(5, 4, 59, 60));
+    assert_true(journal_file_prunable(5, 4, 60, 60));
+}
+
+static int path_exists(const char *dir, const char *name)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    return access(path, F_OK) == 0;
+}
+
+static void set_age(const char *dir, const char *name, time_t age_s)
+{
+    char path[256];
+    struct timespec ts[2];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    clock_gettime(CLOCK_REALTIME, &ts[0]);
+    ts[0].tv_sec -= age_s;
+    ts[1] = ts[0];
+    assert_int_equal(utimensat(AT_FDCWD, path, ts, 0), 0);
+}
+
+static void test_prune(void **state)
+{
+    struct tmp *t = *state;
+    char err[ERR_LEN], sub[256], corrupt[256];
+    size_t deleted, remaining;
+    int64_t now = (int64_t)time(NULL);
+
+    write_file(t->dir, 1, 3, NULL);     /* 1..3 */
+    write_file(t->dir, 4, 3, NULL);     /* 4..6 */
+    write_file(t->dir, 7, 2, NULL);     /* 7..8, being written */
+    snprintf(corrupt, sizeof corrupt, "%s/0000000000000000.dump.corrupt", t->dir);
+    append_bytes(corrupt, "x", 1);
+    snprintf(sub, sizeof sub, "%s/parked", t->dir);
+    assert_int_equal(mkdir(sub, 0750), 0);
+
+    /* nothing acknowledged beyond 2: file 1 covers 1..3, keep all */
+    assert_int_equal(journal_prune(t->dir, 7, 2, 0, now, &deleted, &remaining, err), 0);
+    assert_int_equal(deleted, 0);
+    assert_int_equal(remaining, 3);
+
+    /* retention: files are fresh, a one-hour retention keeps them */
+    assert_int_equal(journal_prune(t->dir, 7, 8, 3600, now, &deleted, &remaining, err), 0);
+    assert_int_equal(deleted, 0);
+
+    /* low 5: only file 1 is fully acknowledged; age it past retention */
+    set_age(t->dir, "0000000000000001.dump", 7200);
+    set_age(t->dir, "0000000000000004.dump", 7200);
+    assert_int_equal(journal_prune(t->dir, 7, 5, 3600, now, &deleted, &remaining, err), 0);
+    assert_int_equal(deleted, 1);
+    assert_int_equal(remaining, 2);
+    assert_false(path_exists(t->dir, "0000000000000001.dump"));
+    assert_true(path_exists(t->dir, "0000000000000004.dump"));
+
+    /* everything acknowledged: the current file (7) stays, so do the
+     * corrupt file and parked/ */
+    assert_int_equal(journal_prune(t->dir, 7, 100, 0, now, &deleted, &remaining, err), 0);
+    assert_int_equal(deleted, 1);
+    assert_int_equal(remaining, 1);
+    assert_false(path_exists(t->dir, "0000000000000004.dump"));
+    assert_true(path_exists(t->dir, "0000000000000007.dump"));
+    assert_true(path_exists(t->dir, "0000000000000000.dump.corrupt"));
+    assert_true(path_exists(t->dir, "parked"));
+}
+
+/* An empty file left after older ones were pruned keeps the numbering. */
+static void test_recover_empty_named_file(void **state)
+{
+    struct tmp *t = *state;
+    char err[ERR_LEN], path[256];
+    uint64_t next = 0;
+    snprintf(path, sizeof path, "%s/0000000000000042.dump", t->dir);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    fclose(f);
+    assert_int_equal(journal_recover(t->dir, &next, err), 0);
+    assert_int_equal(next, 42);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -491,6 +615,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_recover_corrupt, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_commit_and_rotation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_failure_reported, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_record_pread, setup, teardown),
+        cmocka_unit_test(test_file_prunable),
+        cmocka_unit_test_setup_teardown(test_prune, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_recover_empty_named_file, setup, teardown),
     };
     log_init("journal_test");
     return cmocka_run_group_tests(tests, NULL, NULL);
