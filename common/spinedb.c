@@ -30,6 +30,31 @@ uint64_t spinedb_u64_get(const void *in8)
     return v;
 }
 
+MDB_val spinedb_webhook_key(uint64_t occurred_us, const char *webhook_id, uint8_t buf[SPINEDB_WEBHOOK_KEY_MAX])
+{
+    size_t n = strlen(webhook_id);
+    if (n > SPINEDB_WEBHOOK_KEY_MAX - 8)
+        n = SPINEDB_WEBHOOK_KEY_MAX - 8;
+    spinedb_u64_put(occurred_us, buf);
+    memcpy(buf + 8, webhook_id, n);
+    return (MDB_val){8 + n, buf};
+}
+
+int spinedb_webhook_known(const struct spinedb *db, MDB_txn *txn, uint64_t occurred_us, const char *webhook_id,
+                          bool *known, char *err)
+{
+    uint8_t buf[SPINEDB_WEBHOOK_KEY_MAX];
+    *known = false;
+    if (!db->env || strlen(webhook_id) > SPINEDB_WEBHOOK_KEY_MAX - 8)
+        return 0;
+    MDB_val k = spinedb_webhook_key(occurred_us, webhook_id, buf), v;
+    int rc = mdb_get(txn, db->webhooks, &k, &v);
+    if (rc && rc != MDB_NOTFOUND)
+        return spinedb_err(err, "spine db: look up webhook", rc);
+    *known = rc == 0;
+    return 0;
+}
+
 int spinedb_err(char *err, const char *what, int rc)
 {
     return tg_err(err, "%s: %s", what, mdb_strerror(rc));

@@ -60,6 +60,17 @@ void spinedb_close(struct spinedb **db);
  * caller ends it with mdb_txn_abort.  0 or -1 with err. */
 int spinedb_txn_begin_ro(const struct spinedb *db, MDB_txn **txn, char *err) TG_MUST_CHECK;
 
+/* The `webhooks` index key: occurred_us (u64 big-endian) then the Telnyx
+ * data.id, in buf (SPINEDB_WEBHOOK_KEY_MAX bytes); ids longer than fit are
+ * refused by the spine before they get here.  The returned value points into buf. */
+#define SPINEDB_WEBHOOK_KEY_MAX 511
+MDB_val spinedb_webhook_key(uint64_t occurred_us, const char *webhook_id, uint8_t buf[SPINEDB_WEBHOOK_KEY_MAX]);
+
+/* Whether a webhook (occurred_us, webhook_id) was processed, inside txn.
+ * An absent database or an id too long for a key knows nothing.  0 or -1. */
+int spinedb_webhook_known(const struct spinedb *db, MDB_txn *txn, uint64_t occurred_us, const char *webhook_id,
+                          bool *known, char *err) TG_MUST_CHECK;
+
 /* Text of an LMDB return code with context into err; returns -1. */
 int spinedb_err(char *err, const char *what, int rc);
 

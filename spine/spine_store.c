@@ -88,7 +88,7 @@ static int input_check(const struct spine_input *in, char *err)
     switch (in->type) {
     case MSG_RESULT:
         if (key_check("webhook_id", in->u.result.webhook_id, err) != 0 ||
-            strlen(in->u.result.webhook_id) > KEY_MAX - 8 ||
+            strlen(in->u.result.webhook_id) > SPINEDB_WEBHOOK_KEY_MAX - 8 ||
             events_check(in->u.result.events, in->u.result.n_events, err) != 0)
             return -1;
         for (size_t i = 0; i < in->u.result.n_commands; i++)
@@ -403,22 +403,12 @@ static int outbox_put(struct txn_ctx *c, const struct tg_command *cmd, char *err
     return 0;
 }
 
-/* `webhooks` key: occurred_at (µs, big-endian) then data.id.  A re-delivery
- * carries the same pair; new webhooks sort near the end of the index. */
-static MDB_val webhook_key(const struct msg_result *r, uint8_t *buf, size_t cap)
-{
-    size_t n = strlen(r->webhook_id);
-    if (n > cap - 8)
-        n = cap - 8;
-    spinedb_u64_put(r->occurred_us, buf);
-    memcpy(buf + 8, r->webhook_id, n);
-    return (MDB_val){8 + n, buf};
-}
-
 static int apply_result(struct txn_ctx *c, const struct msg_result *r, char *err)
 {
-    uint8_t kbuf[KEY_MAX], vb[8];
-    MDB_val k = webhook_key(r, kbuf, sizeof kbuf);
+    /* occurred_at first: a re-delivery carries the same pair, and new
+     * webhooks sort near the end of the index. */
+    uint8_t kbuf[SPINEDB_WEBHOOK_KEY_MAX], vb[8];
+    MDB_val k = spinedb_webhook_key(r->occurred_us, r->webhook_id, kbuf);
     if (jseq_mark(c, r->jseq, err) != 0)
         return -1;
     /* One descent both checks and records the webhook: its first event

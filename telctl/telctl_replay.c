@@ -113,20 +113,8 @@ static int run_next(struct replay_run *r, struct journal_record *rec, struct ver
     }
 }
 
-/* Whether webhook id is recorded in db's `webhooks` (inside txn). */
-static int webhook_known(const struct spinedb *db, MDB_txn *txn, const char *id, bool *known, char *err)
-{
-    MDB_val k = {strlen(id), (void *)id}, v;
-    int rc = mdb_get(txn, db->webhooks, &k, &v);
-    if (rc == 0 || rc == MDB_NOTFOUND || rc == MDB_BAD_VALSIZE) {
-        *known = rc == 0;
-        return 0;
-    }
-    return spinedb_err(err, "spine db: look up webhook", rc);
-}
-
 /* Same, in a read transaction of its own; an absent database knows nothing. */
-static int webhook_known_ro(const struct spinedb *db, const char *id, bool *known, char *err)
+static int webhook_known_ro(const struct spinedb *db, uint64_t occurred, const char *id, bool *known, char *err)
 {
     MDB_txn *txn;
     *known = false;
@@ -134,40 +122,49 @@ static int webhook_known_ro(const struct spinedb *db, const char *id, bool *know
         return 0;
     if (spinedb_txn_begin_ro(db, &txn, err) != 0)
         return -1;
-    int rc = webhook_known(db, txn, id, known, err);
+    int rc = spinedb_webhook_known(db, txn, occurred, id, known, err);
     mdb_txn_abort(txn);
     return rc;
 }
 
 /* ---- live: through the running pipeline ---- */
 
+/* A webhook as the spine's `webhooks` index knows it. */
+struct replay_id {
+    uint64_t occurred;
+    char *id;
+};
+
 struct id_list {
-    char **v;
+    struct replay_id *v;
     size_t n, cap;
 };
 
-static void id_list_add(struct id_list *l, const char *id)
+static void id_list_add(struct id_list *l, uint64_t occurred, const char *id)
 {
     if (l->n == l->cap) {
         l->cap = l->cap ? 2 * l->cap : 64;
         l->v = xrealloc(l->v, l->cap * sizeof *l->v);
     }
-    l->v[l->n++] = xstrdup(id);
+    l->v[l->n++] = (struct replay_id){occurred, xstrdup(id)};
 }
 
-static int cmp_str(const void *a, const void *b)
+static int cmp_id(const void *a, const void *b)
 {
-    return strcmp(*(char *const *)a, *(char *const *)b);
+    const struct replay_id *x = a, *y = b;
+    if (x->occurred != y->occurred)
+        return x->occurred < y->occurred ? -1 : 1;
+    return strcmp(x->id, y->id);
 }
 
 static void id_list_unique(struct id_list *l)
 {
     size_t w = 0;
     if (l->n)
-        qsort(l->v, l->n, sizeof *l->v, cmp_str);
+        qsort(l->v, l->n, sizeof *l->v, cmp_id);
     for (size_t i = 0; i < l->n; i++) {
-        if (w && strcmp(l->v[w - 1], l->v[i]) == 0)
-            free(l->v[i]);
+        if (w && cmp_id(&l->v[w - 1], &l->v[i]) == 0)
+            free(l->v[i].id);
         else
             l->v[w++] = l->v[i];
     }
@@ -177,7 +174,7 @@ static void id_list_unique(struct id_list *l)
 static void id_list_free(struct id_list *l)
 {
     for (size_t i = 0; i < l->n; i++)
-        free(l->v[i]);
+        free(l->v[i].id);
     free(l->v);
     memset(l, 0, sizeof *l);
 }
@@ -208,10 +205,10 @@ static int ids_wait(const struct tg_config *cfg, struct id_list *l, uint64_t tim
             size_t w = 0;
             for (size_t i = 0; i < l->n; i++) {
                 bool known = false;
-                if (rc == 0 && webhook_known(db, txn, l->v[i], &known, err) != 0)
+                if (rc == 0 && spinedb_webhook_known(db, txn, l->v[i].occurred, l->v[i].id, &known, err) != 0)
                     rc = -1;
                 if (known)
-                    free(l->v[i]);
+                    free(l->v[i].id);
                 else
                     l->v[w++] = l->v[i];
             }
@@ -272,12 +269,13 @@ static int replay_live(const struct tg_config *cfg, char **files, size_t n_files
     run_open(&r, files, n_files);
     while (rc == TELCTL_EXIT_OK && run_next(&r, &rec, &wh)) {
         bool known = false;
-        if (webhook_known_ro(db, wh.id, &known, err) != 0)
+        uint64_t occurred = verifier_webhook_occurred_us(&wh);
+        if (webhook_known_ro(db, occurred, wh.id, &known, err) != 0)
             rc = telctl_fail(CMD, "%s", err);
         if (known)
             already++;
         else
-            id_list_add(&pending, wh.id);
+            id_list_add(&pending, occurred, wh.id);
 
         struct msg_webhook m = {.jseq = 0, .recv_us = rec.recv_us, .attempt = 1,
                                 .body = rec.body, .body_len = rec.body_len};
@@ -326,7 +324,7 @@ static int replay_live(const struct tg_config *cfg, char **files, size_t n_files
             printf("%zu of %zu new webhooks are in the spine\n", n_ids - pending.n, n_ids);
             rc = telctl_fail(CMD, "%zu replayed webhooks not in the spine after %llu s (first: %s); "
                              "is the spine running?", pending.n, (unsigned long long)(wait_ms / 1000),
-                             pending.v[0]);
+                             pending.v[0].id);
         }
     }
     if (st->torn || st->corrupt || r.unusable)
@@ -370,14 +368,14 @@ static int into_flush(struct into_ctx *c, char *err)
 }
 
 /* Whether webhook id is already in the --into database or the pending batch. */
-static int into_duplicate(struct into_ctx *c, const char *id, bool *dup, char *err)
+static int into_duplicate(struct into_ctx *c, uint64_t occurred, const char *id, bool *dup, char *err)
 {
     for (size_t i = 0; i < c->n; i++)
-        if (strcmp(c->batch[i].u.result.webhook_id, id) == 0) {
+        if (c->batch[i].u.result.occurred_us == occurred && strcmp(c->batch[i].u.result.webhook_id, id) == 0) {
             *dup = true;
             return 0;
         }
-    return webhook_known_ro(spine_store_db(c->store), id, dup, err);
+    return webhook_known_ro(spine_store_db(c->store), occurred, id, dup, err);
 }
 
 static int replay_into(const struct tg_config *cfg, const char *into, char **files, size_t n_files)
@@ -419,7 +417,7 @@ static int replay_into(const struct tg_config *cfg, const char *into, char **fil
     while (rc == TELCTL_EXIT_OK && run_next(&r, &rec, &wh)) {
         bool dup = false;
         replayed++;
-        if (into_duplicate(&c, wh.id, &dup, err) != 0) {
+        if (into_duplicate(&c, verifier_webhook_occurred_us(&wh), wh.id, &dup, err) != 0) {
             rc = telctl_fail(CMD, "%s", err);
         } else if (dup) {
             c.duplicates++;
@@ -433,6 +431,7 @@ static int replay_into(const struct tg_config *cfg, const char *into, char **fil
                            (unsigned long long)rec.jseq, err);
                 memset(&in->u.result, 0, sizeof in->u.result);
                 in->u.result.webhook_id = xstrdup(wh.id);
+                in->u.result.occurred_us = verifier_webhook_occurred_us(&wh);
                 c.failed++;
             }
             in->u.result.jseq = 0;

@@ -88,6 +88,7 @@ static void webhook_handle(struct verifier *v, const void *buf, size_t len)
                   (unsigned long long)m.jseq, wh.id, err);
         memset(&res, 0, sizeof res);
         res.webhook_id = xstrdup(wh.id);
+        res.occurred_us = verifier_webhook_occurred_us(&wh);
         v->failed++;
     } else {
         log_debug("jseq %llu %s %s: %zu events, %zu commands", (unsigned long long)m.jseq,

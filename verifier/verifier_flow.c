@@ -289,10 +289,7 @@ int verifier_flow_run(const struct tg_config *cfg, const struct numbers *numbers
     if (!wh->id || !wh->event_type)
         return tg_err(err, "webhook without data.id or data.event_type");
     out->webhook_id = xstrdup(wh->id);
-    /* The spine keys its de-duplication index by occurred_at, so that a
-     * re-delivery finds the same key and new webhooks append near the end. */
-    if (!wh->occurred_at || tg_parse_rfc3339(wh->occurred_at, &out->occurred_us) != 0)
-        out->occurred_us = 0;
+    out->occurred_us = verifier_webhook_occurred_us(wh);
 
     struct flow f = {.cfg = cfg, .wh = wh, .out = out};
     struct verifier_state st;

@@ -123,6 +123,14 @@ done:
     return rc;
 }
 
+uint64_t verifier_webhook_occurred_us(const struct verifier_webhook *wh)
+{
+    uint64_t us;
+    if (!wh->occurred_at || tg_parse_rfc3339(wh->occurred_at, &us) != 0)
+        return 0;
+    return us;
+}
+
 void verifier_webhook_free(struct verifier_webhook *wh)
 {
     char **fields[] = {

@@ -46,6 +46,10 @@ struct verifier_webhook {
 int verifier_webhook_parse(const void *body, size_t len, struct verifier_webhook *out,
                            char *err) TG_MUST_CHECK;
 
+/* data.occurred_at in µs since the epoch, 0 when absent or unparsable: with
+ * data.id, the spine's de-duplication key (protocol.md section 4). */
+uint64_t verifier_webhook_occurred_us(const struct verifier_webhook *wh);
+
 /* Free every field and zero the struct (safe on a zeroed struct). */
 void verifier_webhook_free(struct verifier_webhook *wh);
 
