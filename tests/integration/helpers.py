@@ -298,8 +298,11 @@ class Gate:
     """A stand-in plus the telgate processes, in their own temp directory."""
 
     def __init__(self, conf=None, verifiers=2, standin_args=(), numbers=None,
-                 start=True, standin=True, stages=("spine", "actuator", "verifier", "ingress")):
+                 start=True, standin=True, stages=("spine", "actuator", "verifier", "ingress"),
+                 stage_env=None):
         self.root = short_tmpdir()
+        # Extra environment per stage name ("verifier": {...}), e.g. fault injection.
+        self.stage_env = dict(stage_env or {})
         self.data_dir = os.path.join(self.root, "var")
         self.http_port = free_port()
         self.conf_path = os.path.join(self.root, "tel.conf")
@@ -352,12 +355,16 @@ class Gate:
     def start_one(self, name, tag=None):
         tag = tag or name
         pr = Proc(tag, [binary(name), "-c", self.conf_path],
-                  os.path.join(self.root, tag + ".log"), env=self.env())
+                  os.path.join(self.root, tag + ".log"), env=self.env(name))
         self.procs.append(pr)
         return pr
 
-    def env(self):
-        return {k: v for k, v in os.environ.items() if not k.startswith("TEL")}
+    def env(self, name=None):
+        """The environment of a child: ours without TEL* keys, plus
+        stage_env[name] when a stage name is given."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TEL")}
+        env.update(self.stage_env.get(name, {}) if name else {})
+        return env
 
     def start(self, stages=("spine", "actuator", "verifier", "ingress")):
         for name in stages:
@@ -465,6 +472,73 @@ class Gate:
                 e, "\n".join(json.dumps(x) for x in holder.get("ev", [])[-30:])))
         return holder["ev"]
 
+
+    # --- crash and restart (fault tests) --------------------------------------
+
+    def kill(self, tag, sig=signal.SIGKILL):
+        """Send sig (default SIGKILL) to stage tag, reap it and forget it, so
+        the teardown's exit-status check does not count it.  Returns its exit
+        status (negative signal number), or None if tag is not running."""
+        pr = self.proc(tag)
+        if pr is None:
+            return None
+        self.procs.remove(pr)
+        if pr.alive():
+            pr.p.send_signal(sig)
+        return pr.wait(STOP_TIMEOUT_S)
+
+    def forget_dead(self, tag):
+        """If stage tag has exited, reap it, drop it from the process list and
+        return its exit status; None while it is running (or unknown)."""
+        pr = self.proc(tag)
+        if pr is None or pr.alive():
+            return None
+        self.procs.remove(pr)
+        return pr.wait(0)
+
+    def restart(self, tag, port_timeout=10.0):
+        """Start stage tag again (tag "verifier2" runs the verifier binary).
+        For the ingress, first waits until its HTTP port can be bound again;
+        does not wait for /health."""
+        name = stage_name(tag)
+        if name == "ingress":
+            wait_until(lambda: port_free(self.http_port), port_timeout, 0.05,
+                       "ingress port %d free" % self.http_port)
+        return self.start_one(name, tag)
+
+
+def stage_name(tag):
+    """The binary of a stage tag: "verifier2" -> "verifier"."""
+    return tag.rstrip("0123456789")
+
+
+def port_free(port):
+    """True if nothing listens on 127.0.0.1:port and it can be bound (with
+    SO_REUSEADDR, as servers do)."""
+    if port_open(port):
+        return False
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def assert_chain(g, events):
+    """The log is sound: seq gap-free from 1, event ids unique, and
+    `telctl verify` passes."""
+    seqs = [e["seq"] for e in events]
+    assert seqs == list(range(1, len(events) + 1)), "seq not gap-free from 1: %s" % seqs[:50]
+    ids = [e["id"] for e in events]
+    seen, dup = set(), set()
+    for i in ids:
+        (dup if i in seen else seen).add(i)
+    dup = sorted(dup)
+    assert not dup, "duplicate event ids: %s" % dup[:10]
+    r = g.telctl("verify")
+    assert r.returncode == 0, "telctl verify failed (%d): %s %s" % (r.returncode, r.stdout, r.stderr)
 
 # --- event predicates --------------------------------------------------------
 

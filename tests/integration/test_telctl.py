@@ -1,11 +1,13 @@
 # test_telctl.py - the operator CLI against real spine databases (SPEC 7):
 # events filters, empty logs, reading with the spine stopped, verify on a good
 # and on a tampered chain, and exit status 2 on bad usage.
+import json
 import os
 import re
 
 import pytest
 
+import helpers
 from helpers import MAIN_NUMBER, announce_done
 
 TAMPER_FROM = "+13125557342"
@@ -117,3 +119,31 @@ def test_bad_usage_exit_2(make_gate, args):
     r = g.telctl(*args)
     assert r.returncode == 2, "telctl %s: exit %d (%s)" % (args, r.returncode, r.stderr)
     assert r.stderr.strip(), "no reason on stderr"
+
+
+def test_status_up_and_down(make_gate):
+    g = make_gate()
+
+    def lines():
+        r = g.telctl("status", "--json")
+        return r.returncode, [json.loads(x) for x in r.stdout.splitlines() if x.strip()]
+
+    def all_up():
+        rc, docs = lines()
+        return rc == 0 and sorted(d["stage"] for d in docs if d["state"] == "up") == \
+            ["actuator", "ingress", "spine", "verifier", "verifier"]
+    helpers.wait_until(all_up, 10, 0.2, "every stage up in telctl status")
+    rc, docs = lines()
+    spine = [d for d in docs if d["stage"] == "spine"][0]
+    assert "head_seq" in spine["counters"] and "outbox" in spine["counters"], spine
+    text = g.telctl("status")
+    assert text.returncode == 0 and "actuator" in text.stdout and "up" in text.stdout
+
+    g.proc("actuator").p.kill()            # SIGKILL: its status file stays behind
+    g.proc("actuator").wait(5)
+
+    def actuator_down():
+        rc, docs = lines()
+        return rc == 1 and [d["state"] for d in docs if d["stage"] == "actuator"] == ["down"]
+    helpers.wait_until(actuator_down, 10, 0.2, "actuator down in telctl status")
+    g.procs.remove(g.proc("actuator"))
