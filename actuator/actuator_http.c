@@ -407,6 +407,11 @@ struct actuator_http *actuator_http_new(const struct actuator_http_opts *o, char
     h->headers = curl_slist_append(h->headers, "Accept: application/json");
     if (!h->headers)
         log_fatal("curl_slist_append failed");
+    /* A bounded pool of keep-alive connections to the API: thousands of
+     * commands in flight share them (curl queues the rest) instead of each
+     * opening its own connection. */
+    curl_multi_setopt(h->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)ACTUATOR_HTTP_MAX_CONNECTIONS);
+    curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, (long)ACTUATOR_HTTP_MAX_CONNECTIONS);
     curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
     curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
     curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, on_timer);

@@ -26,6 +26,8 @@ struct actuator_http_opts {
     size_t finished_cap;        /* finished command ids remembered (LRU) */
 };
 
+#define ACTUATOR_HTTP_MAX_CONNECTIONS 64   /* keep-alive connections to the API */
+
 struct actuator_http;
 
 enum actuator_submit {
