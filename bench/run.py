@@ -71,6 +71,15 @@ class Proc:
             return None
         return None
 
+    def cpu_s(self):
+        """User + system CPU seconds used so far, or None."""
+        try:
+            with open("/proc/%d/stat" % self.p.pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            return None
+
     def stop(self):
         if self.alive():
             self.p.send_signal(signal.SIGTERM)
@@ -249,6 +258,7 @@ class Bench:
         rss = {}
         for name, pr in stages.items():
             rss[name] = {"hwm_kb": pr.vm("VmHWM"), "rss_kb": pr.vm("VmRSS"), "anon_kb": pr.vm("RssAnon"),
+                         "cpu_s": pr.cpu_s(),
                          "file_kb": pr.vm("RssFile"), "threads": pr.vm("Threads"), "alive": pr.alive()}
         jd = disk_usage([os.path.join(data, "journal")])
         self.stop_all()
@@ -300,6 +310,11 @@ class Bench:
                         name, "?" if anon is None else "%.1f" % (anon / 1024.0)),
                         round(mb, 1), "MB", None, None, "<= 20 MB", hwm is not None and mb <= 20)
         n = max(fp["accepted"], 1)
+        for name in ("ingress", "verifier", "spine", "actuator"):
+            cpu = fp["rss"][name].get("cpu_s")
+            if cpu is not None:
+                self.figure("5 footprint", "CPU per webhook, %s (all pipeline runs)" % name,
+                            round(cpu * 1e6 / n, 1), "us", None, None, None, None)
         self.figure("5 footprint", "disk per webhook, journal + spine (allocated)",
                     round(fp["disk_alloc_bytes"] / n), "B", ka["body_bytes"], None, None, None)
         self.figure("5 footprint", "disk per webhook, journal + spine (file sizes)",

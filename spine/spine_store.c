@@ -704,7 +704,9 @@ static uint64_t okey_of(const MDB_val *k)
     return k->mv_size == 8 ? spinedb_u64_get(k->mv_data) : 0;
 }
 
-/* Decide whether one outbox entry is due; fills *cmd when it is (returns 1). */
+/* Decide whether one outbox entry is due: 1 and *cmd filled when it is, 0 when
+ * not (or unreadable), 2 when it was queued less than resend_ms ago — and so
+ * is every later entry, keys being in queueing order. */
 static int outbox_entry_due(struct spine_store *s, const MDB_val *k, const MDB_val *v, uint64_t now_ms,
                             struct tg_command *cmd)
 {
@@ -718,13 +720,14 @@ static int outbox_entry_due(struct spine_store *s, const MDB_val *k, const MDB_v
     }
     if (mp_get_u64(&up.data, QUEUED_KEY, &queued, err) != 0 || msg_command_unpack(&up.data, cmd, err) != 0) {
         log_error("outbox entry %llu is malformed: %s", (unsigned long long)okey_of(k), err);
-    } else if (now_ms >= queued + s->resend_ms) {
+    } else if (now_ms < queued + s->resend_ms) {
+        tg_command_free(cmd);
+        due = 2;
+    } else {
         struct sent_entry *e = sent_find(s, cmd->command_id);
         due = !e || now_ms >= e->sent_ms + s->resend_ms;
         if (!due)
             tg_command_free(cmd);
-    } else {
-        tg_command_free(cmd);
     }
     msgpack_unpacked_destroy(&up);
     return due;
@@ -749,7 +752,12 @@ int spine_store_outbox_due(struct spine_store *s, uint64_t now_ms, size_t max, s
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && *n < max;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
         struct tg_command cmd;
-        if (!outbox_entry_due(s, &k, &v, now_ms, &cmd))
+        int due = outbox_entry_due(s, &k, &v, now_ms, &cmd);
+        if (due == 2) {
+            rc = MDB_NOTFOUND;       /* the rest is younger still */
+            break;
+        }
+        if (!due)
             continue;
         if (*n == cap) {
             cap = cap ? 2 * cap : 16;
