@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ACTUATOR_MAX_PENDING 4096     /* commands in flight or waiting to retry */
+#define ACTUATOR_MAX_PENDING 512      /* commands in hand: 8 per pooled connection */
 #define ACTUATOR_HWM 10000
 #define ACTUATOR_FINISHED_CAP 8192
 #define ACTUATOR_DRAIN_MS 3000
