@@ -148,8 +148,9 @@ static size_t process_batch(struct spine *sp)
     sp->messages += n;
     if (spine_store_apply(sp->store, sp->batch, n, &sp->out, err) != 0)
         log_error("batch partly applied: %s", err);
-    publish_events(sp);
+    /* Commands first: they are what a caller waits for. */
     send_commands(sp, sp->out.commands, sp->out.n_commands);
+    publish_events(sp);
     publish_progress(sp, &sp->out);
     log_debug("batch: %zu messages, %zu events, %zu commands", n, sp->out.n_events, sp->out.n_commands);
     for (size_t i = 0; i < n; i++)
