@@ -20,32 +20,18 @@
 #include <unistd.h>
 
 #include "journal.h"
+#include "tmpdir.h"
 #include "log.h"
 #include "../../ingress/ingress_journal.h"
 
-struct tmp {
-    char dir[64];
-};
-
 static int setup(void **state)
 {
-    struct tmp *t = calloc(1, sizeof *t);
-    snprintf(t->dir, sizeof t->dir, "/tmp/journal_test.XXXXXX");
-    if (!mkdtemp(t->dir))
-        return -1;
-    *state = t;
-    return 0;
+    return tmpdir_setup(state, "journal_test");
 }
 
 static int teardown(void **state)
 {
-    struct tmp *t = *state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", t->dir);
-    if (system(cmd) != 0)
-        return -1;
-    free(t);
-    return 0;
+    return tmpdir_teardown(state);
 }
 
 static void make_record(struct journal_record *r, uint64_t jseq, const char *body)

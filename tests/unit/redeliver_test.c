@@ -19,6 +19,7 @@
 
 #include "event.h"
 #include "journal.h"
+#include "tmpdir.h"
 #include "log.h"
 #include "mp.h"
 #include "msg.h"
@@ -29,29 +30,14 @@
 #define LARGE_N 300000
 #define LARGE_BUDGET_MS 3000
 
-struct tmp {
-    char dir[64];
-};
-
 static int setup(void **state)
 {
-    struct tmp *t = calloc(1, sizeof *t);
-    snprintf(t->dir, sizeof t->dir, "/tmp/redeliver_test.XXXXXX");
-    if (!mkdtemp(t->dir))
-        return -1;
-    *state = t;
-    return 0;
+    return tmpdir_setup(state, "redeliver_test");
 }
 
 static int teardown(void **state)
 {
-    struct tmp *t = *state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", t->dir);
-    if (system(cmd) != 0)
-        return -1;
-    free(t);
-    return 0;
+    return tmpdir_teardown(state);
 }
 
 static void add(struct ingress_redeliver *r, uint64_t jseq, uint64_t due_ms)

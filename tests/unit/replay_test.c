@@ -16,31 +16,17 @@
 #include <unistd.h>
 
 #include "journal.h"
+#include "tmpdir.h"
 #include "../../telctl/telctl.h"
-
-struct tmp {
-    char dir[64];
-};
 
 static int setup(void **state)
 {
-    struct tmp *t = calloc(1, sizeof *t);
-    snprintf(t->dir, sizeof t->dir, "/tmp/replay_test.XXXXXX");
-    if (!mkdtemp(t->dir))
-        return -1;
-    *state = t;
-    return 0;
+    return tmpdir_setup(state, "replay_test");
 }
 
 static int teardown(void **state)
 {
-    struct tmp *t = *state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", t->dir);
-    if (system(cmd) != 0)
-        return -1;
-    free(t);
-    return 0;
+    return tmpdir_teardown(state);
 }
 
 /* Encode records first..first+n-1 (body "body-<jseq>") into sb. */
