@@ -257,6 +257,18 @@ static int replay_live(const struct tg_config *cfg, char **files, size_t n_files
     zmq_setsockopt(push, ZMQ_IMMEDIATE, &one, sizeof one);
     zmq_setsockopt(push, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(push, ZMQ_SNDTIMEO, &tmo, sizeof tmo);
+    /* The stages create DATA_DIR/run; replaying before any of them ran
+     * must still fail for the right reason (no verifier), not the path. */
+    if (strncmp(cfg->replay_endpoint, "ipc://", 6) == 0) {
+        char *dir = xstrdup(cfg->replay_endpoint + 6), *slash = strrchr(dir, '/');
+        char merr[ERR_LEN];
+        if (slash && slash != dir) {
+            *slash = '\0';
+            if (tg_mkdir_p(dir, merr) != 0)
+                log_warn("%s", merr);
+        }
+        free(dir);
+    }
     if (zmq_bind(push, cfg->replay_endpoint) != 0) {
         rc = telctl_fail(CMD, "bind %s: %s (is the pipeline running under this data_dir?)",
                          cfg->replay_endpoint, zmq_strerror(errno));
