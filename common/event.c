@@ -2,6 +2,7 @@
  * event.c - event ids, canonical encoding and hashing (protocol.md section 5).
  */
 #include "event.h"
+#include "log.h"
 #include "mp.h"
 
 #include <sodium.h>
@@ -152,6 +153,22 @@ int event_full_pack(msgpack_sbuffer *sb, const uint8_t *canon, size_t len,
     pack_full(&pk, &up.data, hash);
     msgpack_unpacked_destroy(&up);
     return 0;
+}
+
+void event_full_pack_own(msgpack_sbuffer *sb, const uint8_t *canon, size_t len,
+                         const uint8_t hash[EVENT_HASH_BYTES])
+{
+    /* 12 keys: a fixmap header byte; 13 still is one. */
+    if (len == 0 || canon[0] != (0x80 | CANON_NKEYS))
+        log_panic("event_full_pack_own: not canonical bytes of this process");
+    msgpack_packer pk;
+    char hex[2 * EVENT_HASH_BYTES + 1];
+    const char header = (char)(0x80 | (CANON_NKEYS + 1));
+    msgpack_sbuffer_write(sb, &header, 1);
+    msgpack_sbuffer_write(sb, (const char *)canon + 1, len - 1);
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    tg_hex(hash, EVENT_HASH_BYTES, hex);
+    mp_pack_kv_str(&pk, "hash", hex);
 }
 
 int event_to_json(const uint8_t *canon, size_t len, const uint8_t hash[EVENT_HASH_BYTES],

@@ -45,6 +45,12 @@ int event_canon_parse(const uint8_t *canon, size_t len, struct event_view *v, ch
  * (one line, no newline) the caller frees.  -1 with err if canon is bad. */
 int event_full_pack(msgpack_sbuffer *sb, const uint8_t *canon, size_t len,
                     const uint8_t hash[EVENT_HASH_BYTES], char *err) TG_MUST_CHECK;
+/* The same published form without re-parsing, for canonical bytes this
+ * process made itself with event_canon_encode (the spine after a commit):
+ * the map header grows by one and "hash" is appended.  Bytes from elsewhere
+ * (the database, the wire) go through event_full_pack, which checks them. */
+void event_full_pack_own(msgpack_sbuffer *sb, const uint8_t *canon, size_t len,
+                         const uint8_t hash[EVENT_HASH_BYTES]);
 int event_to_json(const uint8_t *canon, size_t len, const uint8_t hash[EVENT_HASH_BYTES],
                   char **out, char *err) TG_MUST_CHECK;
 /* JSON for a full (published) msgpack event map; caller frees. */

@@ -100,15 +100,13 @@ static void publish_progress(struct spine *sp, const struct spine_output *batch)
 
 static void publish_events(struct spine *sp)
 {
-    char err[ERR_LEN];
     for (size_t i = 0; i < sp->out.n_events; i++) {
         const struct spine_committed *e = &sp->out.events[i];
         msgpack_sbuffer sb;
         msgpack_sbuffer_init(&sb);
-        if (event_full_pack(&sb, e->canon, e->len, e->hash, err) != 0)
-            log_error("event %" PRIu64 " not published: %s", e->seq, err);
-        else if (stage_send(sp->events_pub, e->type, strlen(e->type), ZMQ_SNDMORE | ZMQ_DONTWAIT) != 0 ||
-                 stage_send(sp->events_pub, sb.data, sb.size, ZMQ_DONTWAIT) != 0)
+        event_full_pack_own(&sb, e->canon, e->len, e->hash);
+        if (stage_send(sp->events_pub, e->type, strlen(e->type), ZMQ_SNDMORE | ZMQ_DONTWAIT) != 0 ||
+            stage_send(sp->events_pub, sb.data, sb.size, ZMQ_DONTWAIT) != 0)
             log_warn("event %" PRIu64 " not published: %s", e->seq, zmq_strerror(errno));
         msgpack_sbuffer_destroy(&sb);
     }

@@ -109,6 +109,17 @@ static void test_canon_round_trip(void **state)
     event_hash((uint8_t *)again.data, again.size, h2);
     assert_memory_not_equal(h1, h2, EVENT_HASH_BYTES);
 
+    /* The spine's fast published form equals the checked one. */
+    msgpack_sbuffer full, own;
+    msgpack_sbuffer_init(&full);
+    msgpack_sbuffer_init(&own);
+    assert_int_equal(event_full_pack(&full, (uint8_t *)canon.data, canon.size, h1, err), 0);
+    event_full_pack_own(&own, (uint8_t *)canon.data, canon.size, h1);
+    assert_int_equal(own.size, full.size);
+    assert_memory_equal(own.data, full.data, full.size);
+    msgpack_sbuffer_destroy(&full);
+    msgpack_sbuffer_destroy(&own);
+
     msgpack_sbuffer_destroy(&again);
     msgpack_sbuffer_destroy(&canon);
     msgpack_sbuffer_destroy(&data);
