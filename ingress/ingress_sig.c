@@ -3,6 +3,7 @@
  * Used by the ingress request handlers.
  */
 #include "ingress_sig.h"
+#include "keyfile.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -26,18 +27,9 @@ const char *ingress_sig_fail_code(enum ingress_sig_fail why)
 
 int ingress_sig_key_parse(const char *b64, struct ingress_sig_key *key, char *err)
 {
-    uint8_t buf[INGRESS_SIG_PK_BYTES + 8];
-    size_t len = 0;
-
     if (!b64 || !*b64)
         return tg_err(err, "empty public key");
-    if (tg_b64_decode(b64, strlen(b64), buf, sizeof buf, &len) != 0)
-        return tg_err(err, "not valid base64");
-    if (len != INGRESS_SIG_PK_BYTES)
-        return tg_err(err, "decodes to %zu bytes, an Ed25519 public key has %d", len,
-                      INGRESS_SIG_PK_BYTES);
-    memcpy(key->pk, buf, INGRESS_SIG_PK_BYTES);
-    return 0;
+    return keyfile_parse_public(b64, key->pk, err);     /* base64 of exactly 32 bytes */
 }
 
 static int fail(enum ingress_sig_fail *why, enum ingress_sig_fail w, char *err, const char *msg)
