@@ -469,3 +469,24 @@ void msg_progress_free(struct msg_progress *m)
     free(m->done);
     memset(m, 0, sizeof *m);
 }
+
+/* ---- SETTLED ---- */
+
+void msg_settled_encode(msgpack_sbuffer *sb, const struct msg_settled *m)
+{
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    pack_header(&pk, 1, MSG_SETTLED);
+    mp_pack_kv_u64(&pk, "low", m->low);
+}
+
+int msg_settled_decode(const void *buf, size_t len, struct msg_settled *out, char *err)
+{
+    msgpack_unpacked up;
+    memset(out, 0, sizeof *out);
+    if (unpack_typed(buf, len, MSG_SETTLED, &up, err) != 0)
+        return -1;
+    int rc = mp_get_u64(&up.data, "low", &out->low, err);
+    msgpack_unpacked_destroy(&up);
+    return rc;
+}

@@ -23,6 +23,7 @@ enum msg_type {
     MSG_OUTCOME = 4,   /* actuator -> spine */
     MSG_PROGRESS = 5,  /* spine -> ingress */
     MSG_APPEND = 6,    /* telctl -> spine: operator events (ns.*) */
+    MSG_SETTLED = 7,   /* ingress -> spine: journal low mark */
 };
 
 /* An event as produced by a verifier (spine adds seq, time, hashes).
@@ -82,6 +83,13 @@ struct msg_progress {
     size_t n_done;
 };
 
+/* The ingress's low mark, sent to the spine: every jseq <= low is
+ * acknowledged or was never handed out (jseqs the ingress skipped after a
+ * restart or a failed sync), so the spine need not wait for them. */
+struct msg_settled {
+    uint64_t low;
+};
+
 /* Encoders append one whole message to sb (caller owns sb). */
 void msg_webhook_encode(msgpack_sbuffer *sb, const struct msg_webhook *m);
 void msg_result_encode(msgpack_sbuffer *sb, const struct msg_result *m);
@@ -89,6 +97,7 @@ void msg_command_encode(msgpack_sbuffer *sb, const struct tg_command *c);
 void msg_outcome_encode(msgpack_sbuffer *sb, const struct msg_outcome *m);
 void msg_append_encode(msgpack_sbuffer *sb, const struct msg_append *m);
 void msg_progress_encode(msgpack_sbuffer *sb, const struct msg_progress *m);
+void msg_settled_encode(msgpack_sbuffer *sb, const struct msg_settled *m);
 
 /* Peek at the type of a message: 0 and *type, or -1 with err (bad version,
  * not a map, oversized). */
@@ -102,6 +111,7 @@ int msg_command_decode(const void *buf, size_t len, struct tg_command *out, char
 int msg_outcome_decode(const void *buf, size_t len, struct msg_outcome *out, char *err) TG_MUST_CHECK;
 int msg_append_decode(const void *buf, size_t len, struct msg_append *out, char *err) TG_MUST_CHECK;
 int msg_progress_decode(const void *buf, size_t len, struct msg_progress *out, char *err) TG_MUST_CHECK;
+int msg_settled_decode(const void *buf, size_t len, struct msg_settled *out, char *err) TG_MUST_CHECK;
 
 /* Command map without envelope, as stored in the spine's outbox. */
 void msg_command_pack(msgpack_packer *pk, const struct tg_command *c);

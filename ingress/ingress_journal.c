@@ -11,11 +11,18 @@
  *      |                                   \--> FAILED (-1, batch error)
  *      \--waited > max_wait_ms when taken--> FAILED (-1, "overloaded")
  *
- * After a durable batch the writer encodes one WEBHOOK message per record
- * (before waking the waiters, whose records die with their stack frame),
- * records where each one lives in the tracker, wakes them, then sends the
- * messages without blocking; what cannot be sent (no verifier, high-water
- * mark) waits in a bounded in-memory list and is retried on every cycle.
+ * Once a batch is written (before its fdatasync) the writer encodes one
+ * WEBHOOK message per record, records where each one lives in the tracker
+ * and sends the messages without blocking, so the verifiers work while the
+ * disk syncs; then it syncs and wakes the waiters, who answer 200 only now.
+ * What cannot be sent (no verifier, high-water mark) waits in a bounded
+ * in-memory list and is retried on every cycle.  A record may thus be
+ * processed although its sync then fails or the ingress dies first: the
+ * sender got no 200 and re-delivers, and the spine de-duplicates by webhook.
+ * The jseqs of such a batch are never handed out again (protocol.md §6):
+ * after a failed sync they are skipped, after a restart the first
+ * INGRESS_JOURNAL_MAX_QUEUE are (at most one batch, of at most that many
+ * records, is ever unsynced).
  *
  * Between batches, and at least every WRITER_TICK_MS, the writer runs the
  * recovery side (redeliver_tick): it drains the spine's PROGRESS reports
@@ -214,11 +221,31 @@ static void batch_fail(struct waiter *batch, const char *reason)
 }
 
 /*
- * Write and sync one batch.  Sets each waiter's jseq (0 and w->err when the
- * record cannot be encoded); states are left to the caller, which changes
- * them under the lock.  Returns 0 when the batch is durable, -1 with err.
+ * Cut the file back to its last good record after a failed write or sync.
+ * The batch's jseqs (up to after) may be handed out again only if nobody saw
+ * them (reuse) and the cut worked; if even the cut fails, writing continues
+ * in a new file so no partial record is ever followed by another.
  */
-static int batch_write(struct ingress_journal *j, struct waiter *batch, char *err)
+static void batch_unwrite(struct ingress_journal *j, bool reuse, uint64_t after)
+{
+    if (ftruncate(j->fd, (off_t)j->file_size) != 0) {
+        log_error("journal: cannot truncate after a failed write (%s); starting a new file",
+                  strerror(errno));
+        j->must_rotate = true;
+        reuse = false;
+    }
+    if (!reuse)
+        j->next_jseq = after;
+}
+
+/*
+ * Write one batch to the dump file, without syncing it.  Sets each waiter's
+ * jseq (0 and w->err when the record cannot be encoded); states are left to
+ * the caller, which changes them under the lock.  Returns the bytes written
+ * (0 when nothing could be encoded), or -1 with err; a failed write leaves no
+ * partial record behind and its jseqs are handed out again (nobody saw them).
+ */
+static ssize_t batch_write(struct ingress_journal *j, struct waiter *batch, char *err)
 {
     msgpack_sbuffer sb;
     uint64_t jseq = j->next_jseq;
@@ -245,39 +272,45 @@ static int batch_write(struct ingress_journal *j, struct waiter *batch, char *er
         w->jseq = jseq++;
         n++;
     }
-    if (n == 0) {
-        msgpack_sbuffer_destroy(&sb);
-        return 0;
+    ssize_t written = (ssize_t)sb.size;
+    if (n > 0 && tg_write_all(j->fd, sb.data, sb.size) != 0) {
+        tg_err(err, "journal write: %s", strerror(errno));
+        batch_unwrite(j, true, jseq);
+        written = -1;
     }
-
-    int rc = 0;
-    if (tg_write_all(j->fd, sb.data, sb.size) != 0) {
-        rc = tg_err(err, "journal write: %s", strerror(errno));
-    } else {
-        uint64_t t0 = tg_mono_ns();
-        if (fdatasync(j->fd) != 0)
-            rc = tg_err(err, "journal fdatasync: %s", strerror(errno));
-        ingress_metrics_hist_observe(&j->m->fsync_latency, tg_mono_ns() - t0);
-    }
-    if (rc != 0) {
-        /* Leave no partial record behind; if even that fails, burn the
-         * jseqs and continue in a new file so every jseq stays unique. */
-        if (ftruncate(j->fd, (off_t)j->file_size) != 0) {
-            log_error("journal: cannot truncate after a failed write (%s); "
-                      "starting a new file", strerror(errno));
-            j->must_rotate = true;
-            j->next_jseq = jseq;
-        }
-        msgpack_sbuffer_destroy(&sb);
-        return -1;
-    }
-    j->file_size += sb.size;
-    j->next_jseq = jseq;
     msgpack_sbuffer_destroy(&sb);
-    return 0;
+    return n > 0 ? written : 0;
 }
 
-/* Encode a WEBHOOK message for every durable record of batch and start
+/*
+ * Make the batch written by batch_write durable.  Its records may already be
+ * published, so on failure their jseqs are skipped, not reused: the tracker
+ * forgets them and the next record gets the jseq after the batch.
+ */
+static int batch_sync(struct ingress_journal *j, struct waiter *batch, size_t bytes, char *err)
+{
+    uint64_t after = j->next_jseq;
+    for (struct waiter *w = batch; w; w = w->next)
+        if (w->jseq >= after)
+            after = w->jseq + 1;
+
+    uint64_t t0 = tg_mono_ns();
+    int rc = fdatasync(j->fd);
+    ingress_metrics_hist_observe(&j->m->fsync_latency, tg_mono_ns() - t0);
+    if (rc == 0) {
+        j->file_size += bytes;
+        j->next_jseq = after;
+        return 0;
+    }
+    tg_err(err, "journal fdatasync: %s", strerror(errno));
+    for (struct waiter *w = batch; j->tr && w; w = w->next)
+        if (w->jseq != 0)
+            ingress_redeliver_drop(j->tr, w->jseq);
+    batch_unwrite(j, false, after);
+    return -1;
+}
+
+/* Encode a WEBHOOK message for every written record of batch and start
  * tracking it (unpublished until the message is actually sent). */
 static void batch_publish_prepare(struct ingress_journal *j, struct waiter *batch)
 {
@@ -510,10 +543,26 @@ static void redeliver_round(struct ingress_journal *j, uint64_t now)
                  sent, ingress_redeliver_count(j->tr));
 }
 
+/* Tell the spine our low mark, so it can stop waiting for jseqs that were
+ * skipped (SETTLED; sent every time: the spine may have restarted). */
+static void settled_send(struct ingress_journal *j, uint64_t low)
+{
+    msgpack_sbuffer sb;
+    struct msg_settled m = {.low = low};
+    if (!j->spine)
+        return;
+    msgpack_sbuffer_init(&sb);
+    msg_settled_encode(&sb, &m);
+    if (zmq_send(j->spine, sb.data, sb.size, ZMQ_DONTWAIT) < 0 && errno != EAGAIN)
+        log_warn("journal: send low mark to the spine: %s", zmq_strerror(errno));
+    msgpack_sbuffer_destroy(&sb);
+}
+
 static void progress_save(struct ingress_journal *j)
 {
     char err[ERR_LEN];
     uint64_t low = ingress_redeliver_low(j->tr, j->next_jseq - 1);
+    settled_send(j, low);
     if (low == j->saved_low)
         return;
     if (ingress_redeliver_progress_save(j->progress_path, low, err) != 0) {
@@ -631,10 +680,15 @@ static void *writer_main(void *arg)
         size_t n = 0;
         for (struct waiter *w = batch; w; w = w->next)
             n++;
-        int rc = n ? batch_write(j, batch, err) : 0;
-        if (n && rc == 0) {
+        ssize_t bytes = n ? batch_write(j, batch, err) : 0;
+        int rc = bytes < 0 ? -1 : 0;
+        if (bytes > 0) {
+            /* Verifiers start on the batch while the disk syncs it. */
             batch_publish_prepare(j, batch);
-            atomic_fetch_add(&j->m->journal_batches, 1);
+            pending_flush(j);
+            rc = batch_sync(j, batch, (size_t)bytes, err);
+            if (rc == 0)
+                atomic_fetch_add(&j->m->journal_batches, 1);
         }
 
         pthread_mutex_lock(&j->mu);
@@ -706,7 +760,9 @@ int ingress_journal_start(const struct ingress_journal_opts *opts, struct ingres
     j->dir = xstrdup(opts->dir);
     j->next_jseq = opts->next_jseq ? opts->next_jseq : 1;
     j->max_file_bytes = opts->max_file_bytes;
-    j->max_queue = opts->max_queue ? opts->max_queue : INGRESS_JOURNAL_MAX_QUEUE;
+    /* A batch is at most the queue; the restart gap relies on it. */
+    j->max_queue = opts->max_queue && opts->max_queue < INGRESS_JOURNAL_MAX_QUEUE
+                       ? opts->max_queue : INGRESS_JOURNAL_MAX_QUEUE;
     j->max_wait_ms = opts->max_wait_ms ? opts->max_wait_ms : INGRESS_JOURNAL_MAX_WAIT_MS;
     j->push = opts->push;
     j->m = opts->metrics;

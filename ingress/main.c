@@ -45,11 +45,8 @@ static struct ingress_redeliver *tracker_load(const struct tg_config *cfg, const
         log_error("%s; re-reading the whole journal", err);
         low = 0;
     }
-    if (*next_jseq <= low) {
-        log_warn("journal: saved low mark %llu is past the journal's records; next jseq %llu",
-                 (unsigned long long)low, (unsigned long long)(low + 1));
+    if (*next_jseq <= low)      /* the mark covers skipped jseqs, or the files were pruned */
         *next_jseq = low + 1;
-    }
     struct ingress_redeliver *tr = ingress_redeliver_new((uint64_t)cfg->redeliver_after_ms,
                                                          (uint32_t)cfg->max_attempts);
     if (ingress_redeliver_scan(tr, jdir, low, tg_mono_ms() + RESTART_GRACE_MS, &added, err) != 0)
@@ -151,6 +148,9 @@ int main(int argc, char **argv)
     char *progress_path = xasprintf("%s/%s", jdir, INGRESS_REDELIVER_PROGRESS_FILE);
     char *parked_dir = xasprintf("%s/%s", jdir, INGRESS_REDELIVER_PARKED_DIR);
     struct ingress_redeliver *tracker = tracker_load(cfg, jdir, progress_path, &next_jseq);
+    /* The last batch before a crash may have been published but not synced:
+     * never hand its jseqs out again (a batch is at most the queue). */
+    next_jseq += INGRESS_JOURNAL_MAX_QUEUE;
     void *sub = stage_socket(&st, ZMQ_SUB, cfg->progress_endpoint, false, PROGRESS_RCVHWM);
     if (zmq_setsockopt(sub, ZMQ_SUBSCRIBE, "", 0) != 0)
         log_fatal("subscribe to %s: %s", cfg->progress_endpoint, zmq_strerror(zmq_errno()));

@@ -44,12 +44,15 @@ struct txn_ctx {
     struct spine_output *out;
     uint64_t *marks;           /* jseqs newly marked done */
     size_t n_marks, cap_marks;
+    uint64_t settled;          /* the ingress's low mark from SETTLED; 0 none */
     char **removed;            /* command ids removed from the outbox */
     size_t n_removed, cap_removed;
     uint64_t okey_next;        /* next outbox key; saved at commit */
 };
 
 #define META_OUTBOX_NEXT "outbox_next"
+#define META_JSEQ_SETTLED "jseq_settled"
+#define SETTLE_PRUNE_MAX 4096  /* jseq marks deleted per SETTLED */
 
 /* ---- decoding and validation ---- */
 
@@ -59,6 +62,7 @@ const char *spine_input_name(int type)
     case MSG_RESULT: return "RESULT";
     case MSG_OUTCOME: return "OUTCOME";
     case MSG_APPEND: return "APPEND";
+    case MSG_SETTLED: return "SETTLED";
     default: return "unknown";
     }
 }
@@ -104,6 +108,8 @@ static int input_check(const struct spine_input *in, char *err)
             if (registry_event_check(&in->u.append.events[i], err) != 0)
                 return -1;
         return 0;
+    case MSG_SETTLED:
+        return 0;
     }
     return tg_err(err, "unexpected message type %d", in->type);
 }
@@ -118,6 +124,7 @@ int spine_input_decode(const void *buf, size_t len, struct spine_input *in, char
     case MSG_RESULT: rc = msg_result_decode(buf, len, &in->u.result, err); break;
     case MSG_OUTCOME: rc = msg_outcome_decode(buf, len, &in->u.outcome, err); break;
     case MSG_APPEND: rc = msg_append_decode(buf, len, &in->u.append, err); break;
+    case MSG_SETTLED: rc = msg_settled_decode(buf, len, &in->u.settled, err); break;
     default: return tg_err(err, "message type %d is not accepted by the spine", type);
     }
     if (rc != 0)
@@ -229,6 +236,19 @@ static void marks_advance(struct spine_store *s)
         memmove(s->done, s->done + k, (s->n_done - k) * sizeof *s->done);
         s->n_done -= k;
     }
+}
+
+/* Every jseq <= low is done: raise the watermark, forget marks below it. */
+static void marks_settle(struct spine_store *s, uint64_t low)
+{
+    if (low <= s->low)
+        return;
+    size_t k = 0;
+    while (k < s->n_done && s->done[k] <= low)
+        k++;
+    memmove(s->done, s->done + k, (s->n_done - k) * sizeof *s->done);
+    s->n_done -= k;
+    s->low = low;
 }
 
 /* ---- sent times ---- */
@@ -500,6 +520,40 @@ static int apply_outcome(struct txn_ctx *c, const struct msg_outcome *o, char *e
     return 0;
 }
 
+/*
+ * The ingress reports that every jseq <= low is acknowledged or was never
+ * handed out: the watermark jumps there (past skipped jseqs it would wait for
+ * forever) and the marks below it, no longer needed, are deleted a bounded
+ * number at a time.  The mark is saved so a restart starts from it.
+ */
+static int jseq_settle(struct txn_ctx *c, uint64_t low, char *err)
+{
+    if (low <= c->s->low || low <= c->settled)
+        return 0;
+    c->settled = low;
+    uint8_t vb[8];
+    spinedb_u64_put(low, vb);
+    MDB_val mk = {strlen(META_JSEQ_SETTLED), META_JSEQ_SETTLED}, mv = {sizeof vb, vb};
+    int rc = mdb_put(c->txn, c->s->db->meta, &mk, &mv, 0);
+    if (rc)
+        return spinedb_err(err, "spine db: save settled jseq", rc);
+
+    MDB_cursor *cur;
+    MDB_val k, v;
+    if ((rc = mdb_cursor_open(c->txn, c->s->db->jseq, &cur)) != 0)
+        return spinedb_err(err, "spine db cursor", rc);
+    size_t n = 0;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    while (rc == 0 && n < SETTLE_PRUNE_MAX && k.mv_size == 8 && spinedb_u64_get(k.mv_data) <= low) {
+        if ((rc = mdb_cursor_del(cur, 0)) != 0)
+            break;
+        n++;
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);     /* the entry after the deleted one */
+    }
+    mdb_cursor_close(cur);
+    return rc == 0 || rc == MDB_NOTFOUND ? 0 : spinedb_err(err, "spine db: prune jseq marks", rc);
+}
+
 static int apply_one(struct txn_ctx *c, const struct spine_input *in, char *err)
 {
     uint64_t seq;
@@ -519,6 +573,8 @@ static int apply_one(struct txn_ctx *c, const struct spine_input *in, char *err)
                 return -1;
         }
         return 0;
+    case MSG_SETTLED:
+        return jseq_settle(c, in->u.settled.low, err);
     }
     return tg_err(err, "unexpected message type %d", in->type);
 }
@@ -563,6 +619,8 @@ static int txn_run(struct spine_store *s, const struct spine_input *in, size_t n
     }
     s->head = c.head;
     s->okey_next = c.okey_next;
+    if (c.settled)
+        marks_settle(s, c.settled);
     for (size_t i = 0; i < c.n_marks; i++)
         marks_add(s, c.marks[i]);
     marks_advance(s);
@@ -603,11 +661,19 @@ int spine_store_apply(struct spine_store *s, const struct spine_input *in, size_
 static int load_watermark(struct spine_store *s, MDB_txn *txn, char *err)
 {
     MDB_cursor *cur;
-    MDB_val k, v;
-    int rc = mdb_cursor_open(txn, s->db->jseq, &cur);
-    if (rc)
+    MDB_val k = {strlen(META_JSEQ_SETTLED), META_JSEQ_SETTLED}, v;
+    int rc = mdb_get(txn, s->db->meta, &k, &v);
+    if (rc == 0 && v.mv_size == 8)
+        s->low = spinedb_u64_get(v.mv_data);
+    else if (rc && rc != MDB_NOTFOUND)
+        return spinedb_err(err, "spine db read", rc);
+    /* Marks at or below the settled mark may still await pruning. */
+    uint8_t kb[8];
+    spinedb_u64_put(s->low + 1, kb);
+    k = (MDB_val){sizeof kb, kb};
+    if ((rc = mdb_cursor_open(txn, s->db->jseq, &cur)) != 0)
         return spinedb_err(err, "spine db cursor", rc);
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
         if (k.mv_size != 8) {
             mdb_cursor_close(cur);
             return tg_err(err, "spine db: jseq key of %zu bytes", k.mv_size);

@@ -22,11 +22,12 @@ struct spine_store;
 
 /* One decoded message from the spine's PULL socket. */
 struct spine_input {
-    int type;                       /* MSG_RESULT, MSG_OUTCOME or MSG_APPEND */
+    int type;                       /* MSG_RESULT, MSG_OUTCOME, MSG_APPEND or MSG_SETTLED */
     union {
         struct msg_result result;
         struct msg_outcome outcome;
         struct msg_append append;
+        struct msg_settled settled;
     } u;
 };
 

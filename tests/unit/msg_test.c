@@ -138,6 +138,14 @@ static void test_command_outcome_progress(void **state)
     msg_progress_free(&po);
     msgpack_sbuffer_destroy(&sb);
 
+    struct msg_settled st = {.low = 8200}, sto;
+    msgpack_sbuffer_init(&sb);
+    msg_settled_encode(&sb, &st);
+    assert_int_equal(msg_settled_decode(sb.data, sb.size, &sto, err), 0);
+    assert_int_equal(sto.low, 8200);
+    assert_int_equal(msg_progress_decode(sb.data, sb.size, &po, err), -1);   /* wrong type */
+    msgpack_sbuffer_destroy(&sb);
+
     struct tg_event ev = {.type = "ns.cert_issued", .actor = "tel.x", .id = "e"};
     struct msg_append a = {.events = &ev, .n_events = 1};
     msgpack_sbuffer_init(&sb);

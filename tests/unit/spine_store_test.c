@@ -408,6 +408,65 @@ static void test_watermark(void **state)
     msg_progress_free(&p);
 }
 
+static void make_settled(struct spine_input *in, uint64_t low)
+{
+    memset(in, 0, sizeof *in);
+    in->type = MSG_SETTLED;
+    in->u.settled.low = low;
+}
+
+static size_t jseq_marks(struct fixture *f)
+{
+    MDB_txn *txn;
+    MDB_stat st;
+    struct spinedb *db = spine_store_db(f->store);
+    assert_int_equal(mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn), 0);
+    assert_int_equal(mdb_stat(txn, db->jseq, &st), 0);
+    mdb_txn_abort(txn);
+    return st.ms_entries;
+}
+
+/* Skipped jseqs (an ingress restart or failed sync) would hold the watermark
+ * back forever; the ingress's SETTLED moves it past them. */
+static void test_watermark_settled(void **state)
+{
+    struct fixture *f = *state;
+    struct spine_input in[2];
+    make_result(&in[0], 1, "wh-1", "inbound", NULL);
+    make_result(&in[1], 2, "wh-2", "inbound", NULL);
+    apply(f, in, 2);
+    make_result(&in[0], 8195, "wh-8195", "inbound", NULL);
+    make_result(&in[1], 8197, "wh-8197", "inbound", NULL);
+    apply(f, in, 2);
+    assert_progress(f, 2, (const uint64_t[]){8195, 8197}, 2);
+    assert_int_equal(jseq_marks(f), 4);
+
+    make_settled(&in[0], 8195);
+    apply(f, in, 1);
+    assert_progress(f, 8195, (const uint64_t[]){8197}, 1);
+    assert_int_equal(jseq_marks(f), 1);         /* marks <= 8195 pruned */
+
+    /* A lower or repeated mark changes nothing; the mark survives a restart. */
+    make_settled(&in[0], 100);
+    apply(f, in, 1);
+    reopen(f);
+    assert_progress(f, 8195, (const uint64_t[]){8197}, 1);
+    make_result(&in[0], 8196, "wh-8196", "inbound", NULL);
+    apply(f, in, 1);
+    assert_progress(f, 8197, NULL, 0);
+
+    /* A re-published record below the mark is still acknowledged. */
+    struct spine_output out = {0};
+    char err[ERR_LEN];
+    make_result(&in[0], 2, "wh-2", "inbound", NULL);
+    assert_int_equal(spine_store_apply(f->store, in, 1, &out, err), 0);
+    assert_int_equal(out.n_acked, 1);
+    assert_int_equal(out.acked[0], 2);
+    spine_input_free(&in[0]);
+    spine_output_free(&out);
+    assert_progress(f, 8197, NULL, 0);
+}
+
 /* Rewrite event seq's stored value with byte off flipped. */
 static void tamper(const char *dir, uint64_t seq, size_t off)
 {
@@ -576,6 +635,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_outcome, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outbox_resend, setup, teardown),
         cmocka_unit_test_setup_teardown(test_watermark, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_watermark_settled, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tamper_content, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tamper_hash, setup, teardown),
         cmocka_unit_test_setup_teardown(test_truncated_tail, setup, teardown),
