@@ -246,8 +246,10 @@ static void marks_settle(struct spine_store *s, uint64_t low)
     size_t k = 0;
     while (k < s->n_done && s->done[k] <= low)
         k++;
-    memmove(s->done, s->done + k, (s->n_done - k) * sizeof *s->done);
-    s->n_done -= k;
+    if (k) {
+        memmove(s->done, s->done + k, (s->n_done - k) * sizeof *s->done);
+        s->n_done -= k;
+    }
     s->low = low;
 }
 

@@ -153,7 +153,8 @@ class Proc:
         return self.p.poll() is None
 
     def log_text(self):
-        self.log.flush()
+        if not self.log.closed:     # wait() closes it
+            self.log.flush()
         try:
             with open(self.log_path, "rb") as f:
                 return f.read().decode(errors="replace")
