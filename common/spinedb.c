@@ -4,10 +4,14 @@
  * behind `telctl verify` (see spinedb.h, protocol.md sections 4 and 5).
  */
 #include "spinedb.h"
+#include "log.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
+#include <sys/mman.h>
+#include <sys/sysmacros.h>
 #include <sys/stat.h>
 
 #define HEAD_KEY "head"
@@ -98,6 +102,53 @@ static int dbis_open(struct spinedb *db, MDB_txn *txn, char *err)
             return tg_err(err, "spine db: open database '%s': %s", db_names[i], mdb_strerror(rc));
     }
     return 0;
+}
+
+/* Where LMDB mapped the data file: the /proc/self/maps line of its device
+ * and inode (mdb_env_info reports the address only for MDB_FIXEDMAP, and a
+ * reader's map moves when it adopts a grown file). */
+static int map_range(const struct spinedb *db, uintptr_t *lo, uintptr_t *hi)
+{
+    int fd;
+    struct stat st;
+    char line[512];
+    if (mdb_env_get_fd(db->env, &fd) != 0 || fstat(fd, &st) != 0)
+        return -1;
+    FILE *f = fopen("/proc/self/maps", "re");
+    if (!f)
+        return -1;
+    int rc = -1;
+    while (rc != 0 && fgets(line, sizeof line, f)) {
+        unsigned long a, b, off, ino;
+        unsigned maj, mnr;
+        char perms[8];
+        if (sscanf(line, "%lx-%lx %7s %lx %x:%x %lu", &a, &b, perms, &off, &maj, &mnr, &ino) == 7 &&
+            ino == (unsigned long)st.st_ino && maj == major(st.st_dev) && mnr == minor(st.st_dev) &&
+            off == 0) {
+            *lo = a;
+            *hi = b;
+            rc = 0;
+        }
+    }
+    fclose(f);
+    return rc;
+}
+
+void spinedb_unmap_pages(const struct spinedb *db)
+{
+    MDB_envinfo info;
+    MDB_stat st;
+    unsigned flags;
+    uintptr_t lo, hi;
+    if (!db || !db->env || mdb_env_get_flags(db->env, &flags) != 0 || (flags & MDB_WRITEMAP) ||
+        mdb_env_info(db->env, &info) != 0 || mdb_env_stat(db->env, &st) != 0 || map_range(db, &lo, &hi) != 0)
+        return;
+    /* Pages up to the last one in use; beyond it nothing was ever mapped. */
+    size_t len = ((size_t)info.me_last_pgno + 1) * st.ms_psize;
+    if (len > hi - lo)
+        len = hi - lo;
+    if (madvise((void *)lo, len, MADV_DONTNEED) != 0)
+        log_debug("spine db: madvise: %s", strerror(errno));
 }
 
 int spinedb_open(struct spinedb **out, const char *data_dir, bool readonly, char *err)

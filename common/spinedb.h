@@ -56,6 +56,18 @@ int spinedb_open(struct spinedb **out, const char *data_dir, bool readonly, char
 /* Close the environment and free the handle; NULLs *db.  NULL is a no-op. */
 void spinedb_close(struct spinedb **db);
 
+/*
+ * Drop the database pages this process has mapped from its page tables
+ * (madvise MADV_DONTNEED over the used part of the map).  LMDB reads through
+ * a shared, read-only file mapping, so the pages stay in the page cache and
+ * the next access maps them again with a minor fault; nothing is lost.  Why:
+ * every commit moves the trees' top pages to new places in the file, so a
+ * long-running reader maps a little more of the file with each look-up and
+ * its RSS (what monitoring and the OOM killer's score see) climbs towards
+ * the database size.  Stages call this once a second.  No-op without a map.
+ */
+void spinedb_unmap_pages(const struct spinedb *db);
+
 /* Begin a read-only transaction (adopting a map grown by the writer); the
  * caller ends it with mdb_txn_abort.  0 or -1 with err. */
 int spinedb_txn_begin_ro(const struct spinedb *db, MDB_txn **txn, char *err) TG_MUST_CHECK;

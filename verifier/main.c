@@ -154,6 +154,7 @@ int main(int argc, char **argv)
             snprintf(c, sizeof c, "{\"handled\":%llu,\"not_processable\":%llu}",
                      (unsigned long long)v.handled, (unsigned long long)v.failed);
             stage_status_write(&v.st, c, true);
+            verifier_certs_unmap_pages(v.certs);
         }
         if (rc == 0 || !(items[0].revents & ZMQ_POLLIN))
             continue;

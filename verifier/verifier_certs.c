@@ -301,6 +301,11 @@ const struct verifier_policy *verifier_certs_policy(struct verifier_certs *vc)
     return &vc->policy;
 }
 
+void verifier_certs_unmap_pages(const struct verifier_certs *vc)
+{
+    spinedb_unmap_pages(vc->db);
+}
+
 size_t verifier_certs_trusted(const struct verifier_certs *vc)
 {
     return vc->n_trust;

@@ -467,6 +467,49 @@ static void test_watermark_settled(void **state)
     assert_progress(f, 8197, NULL, 0);
 }
 
+/* Resident kB of this process's mapping of the spine's data.mdb. */
+static long map_rss_kb(void)
+{
+    char line[512];
+    long kb = -1;
+    bool in_map = false;
+    FILE *f = fopen("/proc/self/smaps", "r");
+    assert_non_null(f);
+    while (fgets(line, sizeof line, f)) {
+        size_t n = strlen(line);
+        if (n > 9 && strcmp(line + n - 10, "/data.mdb\n") == 0)
+            in_map = true;
+        else if (in_map && sscanf(line, "Rss: %ld kB", &kb) == 1)
+            break;
+    }
+    fclose(f);
+    return kb;
+}
+
+/* spinedb_unmap_pages takes the map's pages out of the RSS, and reads after
+ * it still see every byte (the pages come back from the page cache). */
+static void test_unmap_pages(void **state)
+{
+    struct fixture *f = *state;
+    struct spine_input in[64];
+    char wh[32];
+    for (unsigned b = 0; b < 40; b++) {
+        for (unsigned i = 0; i < 64; i++) {
+            snprintf(wh, sizeof wh, "wh-u%u-%u", b, i);
+            make_result(&in[i], 0, wh, "inbound,rejected,answer", "answer");
+        }
+        apply(f, in, 64);
+    }
+    assert_chain_ok(f, 40 * 64 * 3);            /* reads every event through the map */
+    long before = map_rss_kb();
+    assert_true(before > 1024);
+    spinedb_unmap_pages(spine_store_db(f->store));
+    long after = map_rss_kb();
+    assert_true(after >= 0 && after < before / 8);
+    assert_chain_ok(f, 40 * 64 * 3);
+    spinedb_unmap_pages(NULL);                  /* no database: nothing to do */
+}
+
 /* Rewrite event seq's stored value with byte off flipped. */
 static void tamper(const char *dir, uint64_t seq, size_t off)
 {
@@ -636,6 +679,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_outbox_resend, setup, teardown),
         cmocka_unit_test_setup_teardown(test_watermark, setup, teardown),
         cmocka_unit_test_setup_teardown(test_watermark_settled, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unmap_pages, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tamper_content, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tamper_hash, setup, teardown),
         cmocka_unit_test_setup_teardown(test_truncated_tail, setup, teardown),
