@@ -5,7 +5,9 @@
  *
  * Threads: any number of CivetWeb workers call ingress_journal_append(); one
  * writer thread owns the dump file and the PUSH socket.  A waiter lives on
- * its caller's stack:
+ * its caller's stack and sleeps on its own semaphore, which the writer posts
+ * once the waiter's state is final (one wake-up per waiter, no herd of
+ * threads re-taking the queue lock after a broadcast):
  *
  *   QUEUED --writer takes batch--> (written, fdatasync) --> DURABLE (0)
  *      |                                   \--> FAILED (-1, batch error)
@@ -38,6 +40,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,6 +69,7 @@ struct waiter {
     uint32_t len;               /* record length, header included */
     enum waiter_state state;
     char err[ERR_LEN];
+    sem_t wake;                 /* posted once its state is final */
     struct waiter *next;
 };
 
@@ -79,7 +83,6 @@ struct pending {
 struct ingress_journal {
     pthread_mutex_t mu;
     pthread_cond_t work;        /* writer: queue non-empty or stopping */
-    pthread_cond_t done;        /* waiters: some state changed */
     struct waiter *head, *tail; /* queue, under mu */
     size_t qlen;
     bool stopping;
@@ -209,6 +212,15 @@ static void pending_flush(struct ingress_journal *j)
 }
 
 /* ---- batches (writer thread) ---- */
+
+/* Wake every waiter of list; each returns (and its frame dies) at once. */
+static void waiters_wake(struct waiter *list)
+{
+    for (struct waiter *w = list, *next; w; w = next) {
+        next = w->next;
+        sem_post(&w->wake);
+    }
+}
 
 static void batch_fail(struct waiter *batch, const char *reason)
 {
@@ -654,29 +666,28 @@ static void *writer_main(void *arg)
         j->qlen = 0;
         atomic_store(&j->m->journal_queue_depth, 0);
         uint64_t now = tg_mono_ms();
-        bool shed = false;
-        struct waiter *keep = NULL, **kt = &keep;
+        struct waiter *keep = NULL, **kt = &keep, *shed = NULL, **st = &shed;
         for (struct waiter *w = batch, *next; w; w = next) {
-            next = w->next;     /* a shed waiter may return as soon as we unlock */
+            next = w->next;
+            w->next = NULL;
             if (now - w->enq_ms > j->max_wait_ms) {
                 w->state = W_FAILED;
                 snprintf(w->err, sizeof w->err, "overloaded: waited %" PRIu64 " ms for the journal",
                          now - w->enq_ms);
                 atomic_fetch_add(&j->m->journal_shed, 1);
-                shed = true;
+                *st = w;
+                st = &w->next;
             } else {
-                w->next = NULL;
                 *kt = w;
                 kt = &w->next;
             }
         }
         batch = keep;
-        if (shed)
-            pthread_cond_broadcast(&j->done);
         pthread_mutex_unlock(&j->mu);
+        waiters_wake(shed);
 
-        /* Waiters that are still QUEUED stay blocked until we broadcast, so
-         * their records are safe to read here without the lock. */
+        /* Waiters stay blocked until waiters_wake, so their records are
+         * safe to read here without the lock. */
         size_t n = 0;
         for (struct waiter *w = batch; w; w = w->next)
             n++;
@@ -715,8 +726,8 @@ static void *writer_main(void *arg)
             j->failed = false;
             j->health[0] = '\0';
         }
-        pthread_cond_broadcast(&j->done);
         pthread_mutex_unlock(&j->mu);
+        waiters_wake(batch);
 
         pending_flush(j);
         redeliver_tick(j, false);
@@ -797,13 +808,11 @@ int ingress_journal_start(const struct ingress_journal_opts *opts, struct ingres
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&j->work, &ca);
     pthread_condattr_destroy(&ca);
-    pthread_cond_init(&j->done, NULL);
     int rc = pthread_create(&j->thread, NULL, writer_main, j);
     if (rc != 0) {
         tg_err(err, "pthread_create: %s", strerror(rc));
         pthread_mutex_destroy(&j->mu);
         pthread_cond_destroy(&j->work);
-        pthread_cond_destroy(&j->done);
         goto fail;
     }
     *out = j;
@@ -823,14 +832,17 @@ int ingress_journal_append(struct ingress_journal *j, const struct journal_recor
                            uint64_t *jseq_out, char *err)
 {
     struct waiter w = {.rec = rec, .state = W_QUEUED};
+    sem_init(&w.wake, 0, 0);
 
     pthread_mutex_lock(&j->mu);
     if (j->stopping) {
         pthread_mutex_unlock(&j->mu);
+        sem_destroy(&w.wake);
         return tg_err(err, "shutting down");
     }
     if (j->qlen >= j->max_queue) {
         pthread_mutex_unlock(&j->mu);
+        sem_destroy(&w.wake);
         atomic_fetch_add(&j->m->journal_shed, 1);
         return tg_err(err, "overloaded: %zu webhooks already wait for the journal", j->max_queue);
     }
@@ -838,6 +850,7 @@ int ingress_journal_append(struct ingress_journal *j, const struct journal_recor
     if (j->head && w.enq_ms - j->head->enq_ms > j->max_wait_ms) {
         uint64_t age = w.enq_ms - j->head->enq_ms;
         pthread_mutex_unlock(&j->mu);
+        sem_destroy(&w.wake);
         atomic_fetch_add(&j->m->journal_shed, 1);
         return tg_err(err, "overloaded: the journal writer is %" PRIu64 " ms behind", age);
     }
@@ -849,9 +862,10 @@ int ingress_journal_append(struct ingress_journal *j, const struct journal_recor
     j->qlen++;
     atomic_store(&j->m->journal_queue_depth, j->qlen);
     pthread_cond_signal(&j->work);
-    while (w.state == W_QUEUED)
-        pthread_cond_wait(&j->done, &j->mu);
     pthread_mutex_unlock(&j->mu);
+    while (sem_wait(&w.wake) != 0)
+        ;                       /* EINTR */
+    sem_destroy(&w.wake);
 
     if (w.state != W_DURABLE)
         return tg_err(err, "%s", w.err);
@@ -899,7 +913,6 @@ void ingress_journal_stop(struct ingress_journal **jp)
     recovery_free(j);
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->work);
-    pthread_cond_destroy(&j->done);
     free(j->dir);
     free(j);
     *jp = NULL;

@@ -17,7 +17,10 @@
 
 #define INGRESS_JOURNAL_MAX_QUEUE 8192      /* waiting records before shedding */
 #define INGRESS_JOURNAL_MAX_WAIT_MS 1000    /* oldest waiter age before shedding */
-#define INGRESS_JOURNAL_MAX_PENDING 65536   /* unsent WEBHOOK messages kept in memory */
+/* Unsent WEBHOOK messages kept in memory (~1.7 KB each); beyond it the
+ * oldest wait in the journal alone and are re-published from disk when due,
+ * so a slow pipeline costs the ingress no more than a few MB. */
+#define INGRESS_JOURNAL_MAX_PENDING 2048
 
 struct ingress_journal_opts {
     const char *dir;            /* DATA_DIR/journal, already recovered */

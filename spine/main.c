@@ -14,7 +14,7 @@
 #include <string.h>
 
 #define TICK_MS 1000
-#define UNMAP_MS 250             /* spinedb_unmap_pages period */
+#define UNMAP_MS 50              /* spinedb_unmap_pages period while committing */
 #define RESEND_MAX 1000          /* outbox commands re-sent per tick */
 #define STOP_DRAIN_MS 3000       /* time allowed to drain on SIGTERM */
 
@@ -212,7 +212,7 @@ int main(int argc, char **argv)
     log_info("started: head seq %" PRIu64 ", %ld commands in the outbox", head.seq,
              spine_store_outbox_count(sp.store));
 
-    uint64_t next_tick = tg_mono_ms(), next_unmap = next_tick;
+    uint64_t next_tick = tg_mono_ms(), next_unmap = next_tick, unmapped_batches = 0;
     while (!sp.st.stopping) {
         uint64_t now = tg_mono_ms();
         if (now >= next_tick) {
@@ -221,18 +221,18 @@ int main(int argc, char **argv)
             status_write(&sp);
             next_tick = now + TICK_MS;
         }
-        if (now >= next_unmap) {
-            /* Often: under load each commit maps megabytes of moved tree pages. */
-            spinedb_unmap_pages(spine_store_db(sp.store));
-            next_unmap = now + UNMAP_MS;
-        }
         zmq_pollitem_t items[] = {{.socket = sp.pull, .events = ZMQ_POLLIN}};
-        uint64_t wake = next_tick < next_unmap ? next_tick : next_unmap;
-        int rc = stage_poll(&sp.st, items, 1, (long)(wake - now));
+        int rc = stage_poll(&sp.st, items, 1, (long)(next_tick - now));
         if (rc < 0)
             log_fatal("poll: %s", zmq_strerror(errno));
         if (rc > 0 && (items[0].revents & ZMQ_POLLIN))
             process_batch(&sp);
+        /* Often under load: each commit maps megabytes of moved tree pages. */
+        if (sp.batches != unmapped_batches && tg_mono_ms() >= next_unmap) {
+            spinedb_unmap_pages(spine_store_db(sp.store));
+            unmapped_batches = sp.batches;
+            next_unmap = tg_mono_ms() + UNMAP_MS;
+        }
     }
 
     /* Finish what is already received, within the shutdown budget. */
