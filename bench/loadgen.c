@@ -31,6 +31,7 @@
 #define LG_MAX_REQUESTS 2000000
 #define LG_IO_TIMEOUT_S 10
 #define LG_RESP_MAX 16384
+#define SINK_THREADS 96           /* Call Control API sink workers */
 
 struct lg_opts {
     uint16_t port, sink_port;
@@ -354,7 +355,10 @@ int main(int argc, char **argv)
     sodium_memzero(sk, sizeof sk);
 
     struct api_sink *sink = NULL;
-    if (g.o.sink_port && api_sink_start(g.o.sink_port, 16, g.n, &sink, err) != 0) {
+    /* CivetWeb holds a thread per keep-alive connection: the sink needs more
+     * threads than the actuator keeps connections (64), or the surplus waits
+     * for a keep-alive timeout, as it would not at Telnyx. */
+    if (g.o.sink_port && api_sink_start(g.o.sink_port, SINK_THREADS, g.n, &sink, err) != 0) {
         fprintf(stderr, "loadgen: %s\n", err);
         return 1;
     }

@@ -135,6 +135,7 @@ class Bench:
         self.bin = os.path.abspath(args.bin)
         self.bench = os.path.abspath(args.bench)
         self.quick = args.quick
+        self.parts = args.parts.split(",")
         self.root = tempfile.mkdtemp(prefix="tgb", dir="/tmp")
         self.raw = {}
         self.figures = []
@@ -398,10 +399,13 @@ class Bench:
         write_conf(kconf, {"data_dir": keys})
         seed = os.path.join(keys, "telnyx.key")
         pubkey = self.keygen(kconf, seed)
-        ref = self.part_reference_http(seed)
-        self.part_pipeline(kconf, seed, pubkey, ref)
-        self.part_spine()
-        self.part_verifier()
+        if "ingress" in self.parts:
+            ref = self.part_reference_http(seed)
+            self.part_pipeline(kconf, seed, pubkey, ref)
+        if "spine" in self.parts:
+            self.part_spine()
+        if "verifier" in self.parts:
+            self.part_verifier()
 
 
 def ratio(a, b):
@@ -436,7 +440,12 @@ def main():
     ap.add_argument("--out", default="bench/results/latest.json")
     ap.add_argument("--quick", action="store_true", help="a third of the durations (smoke run)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    ap.add_argument("--parts", default="ingress,spine,verifier",
+                    help="comma-separated subset of ingress (parts 1, 2 and 5: the pipeline), spine, verifier")
     args = ap.parse_args()
+    unknown = set(args.parts.split(",")) - {"ingress", "spine", "verifier"}
+    if unknown:
+        ap.error("unknown part(s): " + ", ".join(sorted(unknown)))
     b = Bench(args)
     started = time.time()
     failed = None
