@@ -1,6 +1,7 @@
 /*
  * actuator_http.c - Telnyx command execution over libcurl multi + epoll,
- * with retries, command_id de-duplication and an outcome queue (see
+ * with a bounded set of reused transfer slots and a FIFO in front of them,
+ * retries, command_id de-duplication and an outcome queue (see
  * actuator_http.h).  Used by the actuator.
  */
 #include "actuator_http.h"
@@ -20,33 +21,59 @@
 #define HTTP_BUCKETS 4096
 #define HTTP_MAX_RESPONSE (64u << 10)
 #define HTTP_DETAIL_MAX 200
+#define HTTP_SLOTS ACTUATOR_HTTP_MAX_CONNECTIONS
 
-/* One command, from submission until it falls out of the finished LRU. */
+/*
+ * Memory.  A curl easy handle that has run holds ~20 KB (its state and a
+ * 16 KB receive buffer), so handles belong to transfer slots, not to
+ * commands: at most HTTP_SLOTS transfers run at once (one per pooled
+ * connection), each on a slot whose handle is made once and reused with a
+ * new URL and body per attempt.  Commands beyond that wait in the engine's
+ * own FIFO as plain jobs.  A finished command shrinks to a small record (id
+ * and result) kept for de-duplication.
+ */
+
+enum job_state {
+    JOB_QUEUED,                 /* in the FIFO, waiting for a free slot */
+    JOB_RUNNING,                /* an attempt is under way on a slot */
+    JOB_BACKOFF,                /* an attempt failed; the next is due at due_ms */
+};
+
+/* A command from submission until it finishes. */
 struct job {
     struct tg_command cmd;
     char *url;
-    bool done;
-    /* while pending */
-    CURL *easy;                 /* non-NULL while an attempt runs */
-    bool waiting;               /* waiting for due_ms to retry */
+    enum job_state state;
     uint64_t first_ms, due_ms;
     unsigned attempts;
     long status;                /* last HTTP status, 0 = none */
+    struct job *hnext;          /* hash chain */
+    struct job *prev, *next;    /* pending list */
+    struct job *qnext;          /* FIFO, while JOB_QUEUED */
+};
+
+/* A finished command, remembered so that the spine re-sending it gets the
+ * outcome again rather than a second execution.  The re-sent command
+ * carries the other fields of the outcome. */
+struct done {
+    struct done *hnext;         /* hash chain */
+    struct done *prev, *next;   /* finished LRU, newest first */
+    uint32_t status, attempts;
+    bool ok;
+    char *detail;
+    char command_id[];
+};
+
+/* A transfer slot: a reusable easy handle and what curl fills in during one
+ * attempt. */
+struct slot {
+    CURL *easy;                 /* made on first use, kept until the engine is freed */
+    struct job *job;            /* NULL while the slot is free */
+    struct slot *next_free;
     long retry_after_s;
     char *resp;
     size_t resp_len;
     char errbuf[CURL_ERROR_SIZE];
-    /* result */
-    bool ok;
-    char *detail;
-    /* links */
-    struct job *hnext;          /* hash chain */
-    struct job *prev, *next;    /* pending list or finished LRU (newest first) */
-};
-
-struct job_list {
-    struct job *head, *tail;
-    size_t n;
 };
 
 struct actuator_http {
@@ -58,40 +85,22 @@ struct actuator_http {
     struct curl_slist *headers;
     int epfd;
     int64_t curl_deadline_ms;   /* -1 when curl wants no timeout */
-    size_t running;
-    struct job *buckets[HTTP_BUCKETS];
-    struct job_list pending, finished;
+    struct slot slots[HTTP_SLOTS];
+    struct slot *free_slots;
+    size_t running;             /* slots in use */
+    struct job *queue_head, *queue_tail;
+    size_t queued;
+    struct job *pending_head;   /* every job, newest first */
+    size_t pending;
+    struct job *jobs[HTTP_BUCKETS];
+    struct done *finished_head, *finished_tail;
+    size_t finished;
+    struct done *dones[HTTP_BUCKETS];
     struct msg_outcome *outq;
     size_t outq_head, outq_len, outq_cap;
 };
 
-/* ---- lists and hash ---- */
-
-static void list_push_front(struct job_list *l, struct job *j)
-{
-    j->prev = NULL;
-    j->next = l->head;
-    if (l->head)
-        l->head->prev = j;
-    else
-        l->tail = j;
-    l->head = j;
-    l->n++;
-}
-
-static void list_unlink(struct job_list *l, struct job *j)
-{
-    if (j->prev)
-        j->prev->next = j->next;
-    else
-        l->head = j->next;
-    if (j->next)
-        j->next->prev = j->prev;
-    else
-        l->tail = j->prev;
-    j->prev = j->next = NULL;
-    l->n--;
-}
+/* ---- jobs and finished records: lists and hashes ---- */
 
 static size_t key_hash(const char *s)
 {
@@ -103,33 +112,125 @@ static size_t key_hash(const char *s)
 
 static struct job *job_find(struct actuator_http *h, const char *id)
 {
-    for (struct job *j = h->buckets[key_hash(id)]; j; j = j->hnext)
+    for (struct job *j = h->jobs[key_hash(id)]; j; j = j->hnext)
         if (strcmp(j->cmd.command_id, id) == 0)
             return j;
     return NULL;
 }
 
-static void job_unhash(struct actuator_http *h, struct job *j)
+static void job_add(struct actuator_http *h, struct job *j)
 {
-    struct job **pp = &h->buckets[key_hash(j->cmd.command_id)];
-    while (*pp && *pp != j)
-        pp = &(*pp)->hnext;
-    if (*pp)
-        *pp = j->hnext;
+    size_t b = key_hash(j->cmd.command_id);
+    j->hnext = h->jobs[b];
+    h->jobs[b] = j;
+    j->prev = NULL;
+    j->next = h->pending_head;
+    if (h->pending_head)
+        h->pending_head->prev = j;
+    h->pending_head = j;
+    h->pending++;
 }
 
-static void job_destroy(struct actuator_http *h, struct job *j)
+static void job_remove(struct actuator_http *h, struct job *j)
 {
-    if (j->easy) {
-        curl_multi_remove_handle(h->multi, j->easy);
-        curl_easy_cleanup(j->easy);
-        h->running--;
-    }
+    struct job **pp = &h->jobs[key_hash(j->cmd.command_id)];
+    while (*pp != j)
+        pp = &(*pp)->hnext;
+    *pp = j->hnext;
+    if (j->prev)
+        j->prev->next = j->next;
+    else
+        h->pending_head = j->next;
+    if (j->next)
+        j->next->prev = j->prev;
+    h->pending--;
+}
+
+static void job_destroy(struct job *j)
+{
     tg_command_free(&j->cmd);
     free(j->url);
-    free(j->resp);
-    free(j->detail);
     free(j);
+}
+
+static struct done *done_find(struct actuator_http *h, const char *id)
+{
+    for (struct done *d = h->dones[key_hash(id)]; d; d = d->hnext)
+        if (strcmp(d->command_id, id) == 0)
+            return d;
+    return NULL;
+}
+
+static void done_push_front(struct actuator_http *h, struct done *d)
+{
+    d->prev = NULL;
+    d->next = h->finished_head;
+    if (h->finished_head)
+        h->finished_head->prev = d;
+    else
+        h->finished_tail = d;
+    h->finished_head = d;
+}
+
+static void done_unlink(struct actuator_http *h, struct done *d)
+{
+    if (d->prev)
+        d->prev->next = d->next;
+    else
+        h->finished_head = d->next;
+    if (d->next)
+        d->next->prev = d->prev;
+    else
+        h->finished_tail = d->prev;
+}
+
+/* Remember d as the newest finished command, forgetting the oldest beyond
+ * finished_cap. */
+static void done_add(struct actuator_http *h, struct done *d)
+{
+    size_t b = key_hash(d->command_id);
+    d->hnext = h->dones[b];
+    h->dones[b] = d;
+    done_push_front(h, d);
+    h->finished++;
+    while (h->finished > h->finished_cap) {
+        struct done *old = h->finished_tail;
+        done_unlink(h, old);
+        struct done **pp = &h->dones[key_hash(old->command_id)];
+        while (*pp != old)
+            pp = &(*pp)->hnext;
+        *pp = old->hnext;
+        h->finished--;
+        free(old->detail);
+        free(old);
+    }
+}
+
+/* ---- the FIFO of jobs waiting for a slot ---- */
+
+static void queue_push(struct actuator_http *h, struct job *j)
+{
+    j->state = JOB_QUEUED;
+    j->qnext = NULL;
+    if (h->queue_tail)
+        h->queue_tail->qnext = j;
+    else
+        h->queue_head = j;
+    h->queue_tail = j;
+    h->queued++;
+}
+
+static struct job *queue_pop(struct actuator_http *h)
+{
+    struct job *j = h->queue_head;
+    if (!j)
+        return NULL;
+    h->queue_head = j->qnext;
+    if (!h->queue_head)
+        h->queue_tail = NULL;
+    j->qnext = NULL;
+    h->queued--;
+    return j;
 }
 
 /* ---- outcomes ---- */
@@ -139,7 +240,8 @@ static char *dup_or_null(const char *s)
     return s ? xstrdup(s) : NULL;
 }
 
-static void outcome_queue(struct actuator_http *h, const struct job *j)
+/* Queue the outcome of command c, finished with result d. */
+static void outcome_queue(struct actuator_http *h, const struct tg_command *c, const struct done *d)
 {
     if (h->outq_head + h->outq_len == h->outq_cap) {
         if (h->outq_head > 0) {
@@ -152,18 +254,18 @@ static void outcome_queue(struct actuator_http *h, const struct job *j)
     }
     struct msg_outcome *o = &h->outq[h->outq_head + h->outq_len++];
     memset(o, 0, sizeof *o);
-    o->command_id = xstrdup(j->cmd.command_id);
-    o->outbox_key = j->cmd.outbox_key;
-    o->action = xstrdup(j->cmd.action);
-    o->call_control_id = dup_or_null(j->cmd.call_control_id);
-    o->call_session_id = dup_or_null(j->cmd.call_session_id);
-    o->webhook_id = dup_or_null(j->cmd.webhook_id);
-    o->from = dup_or_null(j->cmd.from);
-    o->to = dup_or_null(j->cmd.to);
-    o->status = (uint32_t)j->status;
-    o->ok = j->ok;
-    o->attempts = j->attempts;
-    o->detail = xstrdup(j->detail ? j->detail : "");
+    o->command_id = xstrdup(c->command_id);
+    o->outbox_key = c->outbox_key;
+    o->action = xstrdup(c->action);
+    o->call_control_id = dup_or_null(c->call_control_id);
+    o->call_session_id = dup_or_null(c->call_session_id);
+    o->webhook_id = dup_or_null(c->webhook_id);
+    o->from = dup_or_null(c->from);
+    o->to = dup_or_null(c->to);
+    o->status = d->status;
+    o->ok = d->ok;
+    o->attempts = d->attempts;
+    o->detail = xstrdup(d->detail);
 }
 
 bool actuator_http_outcome_pop(struct actuator_http *h, struct msg_outcome *out)
@@ -176,48 +278,43 @@ bool actuator_http_outcome_pop(struct actuator_http *h, struct msg_outcome *out)
     return true;
 }
 
-/* Move j from pending to the finished LRU and queue its outcome. */
+/* j has its final result: queue its outcome, replace it by a finished
+ * record and free it. */
 static void job_finish(struct actuator_http *h, struct job *j, bool ok, const char *detail)
 {
-    j->ok = ok;
-    free(j->detail);
-    j->detail = xstrndup(detail, HTTP_DETAIL_MAX);
-    j->done = true;
-    j->waiting = false;
-    free(j->resp);
-    j->resp = NULL;
-    j->resp_len = 0;
-    list_unlink(&h->pending, j);
-    list_push_front(&h->finished, j);
-    outcome_queue(h, j);
-    while (h->finished.n > h->finished_cap) {
-        struct job *old = h->finished.tail;
-        list_unlink(&h->finished, old);
-        job_unhash(h, old);
-        job_destroy(h, old);
-    }
+    size_t id_size = strlen(j->cmd.command_id) + 1;
+    struct done *d = xmalloc(sizeof *d + id_size);
+    memcpy(d->command_id, j->cmd.command_id, id_size);
+    d->status = (uint32_t)j->status;
+    d->attempts = j->attempts;
+    d->ok = ok;
+    d->detail = xstrdup(detail);
+    outcome_queue(h, &j->cmd, d);
+    job_remove(h, j);
+    job_destroy(j);
+    done_add(h, d);
 }
 
 /* ---- curl callbacks ---- */
 
 static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
-    struct job *j = userdata;
+    struct slot *s = userdata;
     size_t n = size * nmemb;
-    size_t room = HTTP_MAX_RESPONSE - j->resp_len;
+    size_t room = HTTP_MAX_RESPONSE - s->resp_len;
     size_t take = n < room ? n : room;
     if (take) {
-        j->resp = xrealloc(j->resp, j->resp_len + take + 1);
-        memcpy(j->resp + j->resp_len, ptr, take);
-        j->resp_len += take;
-        j->resp[j->resp_len] = '\0';
+        s->resp = xrealloc(s->resp, s->resp_len + take + 1);
+        memcpy(s->resp + s->resp_len, ptr, take);
+        s->resp_len += take;
+        s->resp[s->resp_len] = '\0';
     }
     return n;
 }
 
 static size_t on_header(char *buf, size_t size, size_t nitems, void *userdata)
 {
-    struct job *j = userdata;
+    struct slot *s = userdata;
     size_t n = size * nitems;
     static const char name[] = "retry-after:";
     if (n > sizeof name - 1 && n < 64 && strncasecmp(buf, name, sizeof name - 1) == 0) {
@@ -225,11 +322,11 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *userdata)
         memcpy(v, buf + sizeof name - 1, n - (sizeof name - 1));
         v[n - (sizeof name - 1)] = '\0';
         char *end;
-        long s = strtol(v, &end, 10);
+        long sec = strtol(v, &end, 10);
         while (*end == ' ' || *end == '\r' || *end == '\n' || *end == '\t')
             end++;
-        if (end != v && *end == '\0' && s > 0)
-            j->retry_after_s = s;
+        if (end != v && *end == '\0' && sec > 0)
+            s->retry_after_s = sec;
     }
     return n;
 }
@@ -264,38 +361,56 @@ static int on_timer(CURLM *multi, long timeout_ms, void *userp)
 
 /* ---- attempts ---- */
 
-static void attempt_start(struct actuator_http *h, struct job *j)
+/* A slot's easy handle, made with every option that is the same for all
+ * attempts; attempt_start sets only the URL and the body. */
+static CURL *slot_easy_new(struct actuator_http *h, struct slot *s)
 {
     CURL *e = curl_easy_init();
     if (!e)
         log_fatal("curl_easy_init failed");
-    j->errbuf[0] = '\0';
-    j->retry_after_s = 0;
-    free(j->resp);
-    j->resp = NULL;
-    j->resp_len = 0;
-    curl_easy_setopt(e, CURLOPT_URL, j->url);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_POST, 1L);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDS, j->cmd.body);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)strlen(j->cmd.body));
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, h->headers);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, h->timeout_ms);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_USERAGENT, "telgate-actuator");
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, j);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, s);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, j);
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, j->errbuf);
-    curl_easy_setopt(e, CURLOPT_PRIVATE, j);
-    j->easy = e;
-    j->waiting = false;
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, s);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, s->errbuf);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, s);
+    return e;
+}
+
+/* Start j's next attempt on the free slot s. */
+static void attempt_start(struct actuator_http *h, struct slot *s, struct job *j)
+{
+    if (!s->easy)
+        s->easy = slot_easy_new(h, s);
+    s->job = j;
+    s->errbuf[0] = '\0';
+    s->retry_after_s = 0;
+    curl_easy_setopt(s->easy, CURLOPT_URL, j->url);
+    curl_easy_setopt(s->easy, CURLOPT_POSTFIELDS, j->cmd.body);
+    curl_easy_setopt(s->easy, CURLOPT_POSTFIELDSIZE, (long)strlen(j->cmd.body));
+    j->state = JOB_RUNNING;
     j->attempts++;
     h->running++;
-    CURLMcode mc = curl_multi_add_handle(h->multi, e);
+    CURLMcode mc = curl_multi_add_handle(h->multi, s->easy);
     if (mc != CURLM_OK)
         log_fatal("curl_multi_add_handle: %s", curl_multi_strerror(mc));
+}
+
+/* Start queued jobs, oldest first, while slots are free. */
+static void queue_dispatch(struct actuator_http *h)
+{
+    while (h->free_slots && h->queue_head) {
+        struct slot *s = h->free_slots;
+        h->free_slots = s->next_free;
+        s->next_free = NULL;
+        attempt_start(h, s, queue_pop(h));
+    }
 }
 
 /* errors[0].title from a Telnyx error body, or NULL.  Caller frees. */
@@ -311,21 +426,19 @@ static char *telnyx_error_title(const char *body, size_t len)
     return out;
 }
 
-static void attempt_done(struct actuator_http *h, struct job *j, CURLcode res)
+static void attempt_done(struct actuator_http *h, struct slot *s, CURLcode res)
 {
+    struct job *j = s->job;
     long status = 0;
     char detail[HTTP_DETAIL_MAX + 1];
     if (res == CURLE_OK)
-        curl_easy_getinfo(j->easy, CURLINFO_RESPONSE_CODE, &status);
-    curl_multi_remove_handle(h->multi, j->easy);
-    curl_easy_cleanup(j->easy);
-    j->easy = NULL;
-    h->running--;
+        curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &status);
+    curl_multi_remove_handle(h->multi, s->easy);
     j->status = status;
 
-    char *title = status ? telnyx_error_title(j->resp, j->resp_len) : NULL;
+    char *title = status ? telnyx_error_title(s->resp, s->resp_len) : NULL;
     if (res != CURLE_OK)
-        snprintf(detail, sizeof detail, "%.200s", j->errbuf[0] ? j->errbuf : curl_easy_strerror(res));
+        snprintf(detail, sizeof detail, "%.200s", s->errbuf[0] ? s->errbuf : curl_easy_strerror(res));
     else if (title)
         snprintf(detail, sizeof detail, "%.200s", title);
     else if (status >= 200 && status <= 299)
@@ -333,6 +446,16 @@ static void attempt_done(struct actuator_http *h, struct job *j, CURLcode res)
     else
         snprintf(detail, sizeof detail, "HTTP %ld", status);
     free(title);
+    long retry_after_s = s->retry_after_s;
+
+    /* Back to the free slots; the handle stays made for the next attempt. */
+    free(s->resp);
+    s->resp = NULL;
+    s->resp_len = 0;
+    s->job = NULL;
+    s->next_free = h->free_slots;
+    h->free_slots = s;
+    h->running--;
 
     enum retry_class cls = actuator_retry_classify(status);
     if (cls == RETRY_OK) {
@@ -347,7 +470,7 @@ static void attempt_done(struct actuator_http *h, struct job *j, CURLcode res)
         return;
     }
     uint64_t now = tg_mono_ms();
-    uint64_t delay = actuator_retry_delay_ms(&h->retry, j->attempts, status, j->retry_after_s,
+    uint64_t delay = actuator_retry_delay_ms(&h->retry, j->attempts, status, retry_after_s,
                                              randombytes_random());
     if (actuator_retry_give_up(&h->retry, j->first_ms, now + delay)) {
         log_warn("%s %s for %s: giving up after %u attempts: %s", j->cmd.action,
@@ -357,9 +480,7 @@ static void attempt_done(struct actuator_http *h, struct job *j, CURLcode res)
     }
     log_debug("%s %s: attempt %u failed (%ld %s), retry in %llu ms", j->cmd.action,
               j->cmd.command_id, j->attempts, status, detail, (unsigned long long)delay);
-    free(j->detail);
-    j->detail = xstrdup(detail);
-    j->waiting = true;
+    j->state = JOB_BACKOFF;
     j->due_ms = now + delay;
 }
 
@@ -397,6 +518,10 @@ struct actuator_http *actuator_http_new(const struct actuator_http_opts *o, char
     h->retry = o->retry;
     h->finished_cap = o->finished_cap ? o->finished_cap : 1;
     h->curl_deadline_ms = -1;
+    for (size_t i = HTTP_SLOTS; i-- > 0;) {
+        h->slots[i].next_free = h->free_slots;
+        h->free_slots = &h->slots[i];
+    }
     if (o->api_key && *o->api_key) {
         char *auth = xasprintf("Authorization: Bearer %s", o->api_key);
         h->headers = curl_slist_append(h->headers, auth);
@@ -407,9 +532,9 @@ struct actuator_http *actuator_http_new(const struct actuator_http_opts *o, char
     h->headers = curl_slist_append(h->headers, "Accept: application/json");
     if (!h->headers)
         log_fatal("curl_slist_append failed");
-    /* A bounded pool of keep-alive connections to the API: thousands of
-     * commands in flight share them (curl queues the rest) instead of each
-     * opening its own connection. */
+    /* A bounded pool of keep-alive connections to the API, shared by all
+     * commands.  The slots already keep at most one transfer per connection
+     * running; the limit here only stops curl from opening more. */
     curl_multi_setopt(h->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)ACTUATOR_HTTP_MAX_CONNECTIONS);
     curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, (long)ACTUATOR_HTTP_MAX_CONNECTIONS);
     curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
@@ -421,17 +546,19 @@ struct actuator_http *actuator_http_new(const struct actuator_http_opts *o, char
 
 enum actuator_submit actuator_http_submit(struct actuator_http *h, struct tg_command *cmd)
 {
-    struct job *j = job_find(h, cmd->command_id);
-    if (j) {
+    if (job_find(h, cmd->command_id)) {
         tg_command_free(cmd);
-        if (!j->done)
-            return ACT_SUBMIT_IN_FLIGHT;
-        list_unlink(&h->finished, j);
-        list_push_front(&h->finished, j);
-        outcome_queue(h, j);
+        return ACT_SUBMIT_IN_FLIGHT;
+    }
+    struct done *d = done_find(h, cmd->command_id);
+    if (d) {
+        done_unlink(h, d);
+        done_push_front(h, d);
+        outcome_queue(h, cmd, d);
+        tg_command_free(cmd);
         return ACT_SUBMIT_FINISHED;
     }
-    j = xcalloc(1, sizeof *j);
+    struct job *j = xcalloc(1, sizeof *j);
     j->cmd = *cmd;
     memset(cmd, 0, sizeof *cmd);
     char *ccid = curl_easy_escape(NULL, j->cmd.call_control_id, 0);
@@ -442,11 +569,9 @@ enum actuator_submit actuator_http_submit(struct actuator_http *h, struct tg_com
     curl_free(ccid);
     curl_free(action);
     j->first_ms = tg_mono_ms();
-    size_t b = key_hash(j->cmd.command_id);
-    j->hnext = h->buckets[b];
-    h->buckets[b] = j;
-    list_push_front(&h->pending, j);
-    attempt_start(h, j);
+    job_add(h, j);
+    queue_push(h, j);
+    queue_dispatch(h);
     return ACT_SUBMIT_STARTED;
 }
 
@@ -458,8 +583,8 @@ int actuator_http_fd(const struct actuator_http *h)
 long actuator_http_timeout_ms(const struct actuator_http *h)
 {
     int64_t next = h->curl_deadline_ms;
-    for (const struct job *j = h->pending.head; j; j = j->next)
-        if (j->waiting && (next < 0 || (int64_t)j->due_ms < next))
+    for (const struct job *j = h->pending_head; j; j = j->next)
+        if (j->state == JOB_BACKOFF && (next < 0 || (int64_t)j->due_ms < next))
             next = (int64_t)j->due_ms;
     if (next < 0)
         return -1;
@@ -487,26 +612,30 @@ void actuator_http_run(struct actuator_http *h)
         h->curl_deadline_ms = -1;
         curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &still);
     }
-    for (struct job *j = h->pending.head; j; j = j->next)
-        if (j->waiting && j->due_ms <= now)
-            attempt_start(h, j);
 
     CURLMsg *m;
     int left;
     while ((m = curl_multi_info_read(h->multi, &left)) != NULL) {
         if (m->msg != CURLMSG_DONE)
             continue;
-        struct job *j = NULL;
-        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&j);
-        if (!j)
+        struct slot *s = NULL;
+        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&s);
+        if (!s || !s->job)
             log_panic("curl transfer without its job");
-        attempt_done(h, j, m->data.result);
+        attempt_done(h, s, m->data.result);
     }
+
+    /* A due retry joins the back of the FIFO: it does not overtake commands
+     * still waiting for their first attempt. */
+    for (struct job *j = h->pending_head; j; j = j->next)
+        if (j->state == JOB_BACKOFF && j->due_ms <= now)
+            queue_push(h, j);
+    queue_dispatch(h);
 }
 
 size_t actuator_http_pending(const struct actuator_http *h)
 {
-    return h->pending.n;
+    return h->pending;
 }
 
 size_t actuator_http_running(const struct actuator_http *h)
@@ -514,18 +643,35 @@ size_t actuator_http_running(const struct actuator_http *h)
     return h->running;
 }
 
+size_t actuator_http_queued(const struct actuator_http *h)
+{
+    return h->queued;
+}
+
 void actuator_http_free(struct actuator_http **hp)
 {
     struct actuator_http *h = *hp;
     if (!h)
         return;
-    struct job_list *lists[] = {&h->pending, &h->finished};
-    for (size_t i = 0; i < ARRAY_LEN(lists); i++)
-        while (lists[i]->head) {
-            struct job *j = lists[i]->head;
-            list_unlink(lists[i], j);
-            job_destroy(h, j);
-        }
+    for (size_t i = 0; i < HTTP_SLOTS; i++) {
+        struct slot *s = &h->slots[i];
+        if (s->job)
+            curl_multi_remove_handle(h->multi, s->easy);
+        if (s->easy)
+            curl_easy_cleanup(s->easy);
+        free(s->resp);
+    }
+    while (h->pending_head) {
+        struct job *j = h->pending_head;
+        h->pending_head = j->next;
+        job_destroy(j);
+    }
+    while (h->finished_head) {
+        struct done *d = h->finished_head;
+        h->finished_head = d->next;
+        free(d->detail);
+        free(d);
+    }
     for (size_t i = 0; i < h->outq_len; i++)
         msg_outcome_free(&h->outq[h->outq_head + i]);
     free(h->outq);

@@ -1,8 +1,9 @@
 /*
  * actuator_http.h - the actuator's command engine: executes Telnyx Call
- * Control commands with libcurl's multi interface (many calls at once, none
- * waiting behind another), schedules retries with the retry policy,
- * de-duplicates by command_id and queues outcomes.  Used by the actuator.
+ * Control commands with libcurl's multi interface (up to
+ * ACTUATOR_HTTP_MAX_CONNECTIONS at once, the rest waiting their turn in
+ * submission order), schedules retries with the retry policy, de-duplicates
+ * by command_id and queues outcomes.  Used by the actuator.
  *
  * Integration with a poll loop: poll actuator_http_fd() for reading (it is an
  * epoll descriptor holding curl's sockets) with a timeout of at most
@@ -26,13 +27,14 @@ struct actuator_http_opts {
     size_t finished_cap;        /* finished command ids remembered (LRU) */
 };
 
-#define ACTUATOR_HTTP_MAX_CONNECTIONS 64   /* keep-alive connections to the API */
+/* Keep-alive connections to the API, and so transfers running at once. */
+#define ACTUATOR_HTTP_MAX_CONNECTIONS 64
 
 struct actuator_http;
 
 enum actuator_submit {
-    ACT_SUBMIT_STARTED,         /* new command: first attempt under way */
-    ACT_SUBMIT_IN_FLIGHT,       /* same command_id already running or waiting to retry: ignored */
+    ACT_SUBMIT_STARTED,         /* new command: first attempt under way or queued */
+    ACT_SUBMIT_IN_FLIGHT,       /* same command_id queued, running or waiting to retry: ignored */
     ACT_SUBMIT_FINISHED,        /* same command_id finished recently: its outcome is queued again */
 };
 
@@ -62,10 +64,12 @@ void actuator_http_run(struct actuator_http *h);
  * Returns false when none is queued. */
 bool actuator_http_outcome_pop(struct actuator_http *h, struct msg_outcome *out);
 
-/* Commands not finished (running or waiting for a retry). */
+/* Commands not finished (queued, running or waiting for a retry). */
 size_t actuator_http_pending(const struct actuator_http *h);
-/* HTTP transfers running right now. */
+/* HTTP transfers running right now (at most ACTUATOR_HTTP_MAX_CONNECTIONS). */
 size_t actuator_http_running(const struct actuator_http *h);
+/* Attempts waiting for a free transfer (new commands and due retries). */
+size_t actuator_http_queued(const struct actuator_http *h);
 
 /* Stop all transfers and free everything; unfinished commands are dropped
  * (the spine re-sends them).  Sets *h to NULL. */

@@ -13,7 +13,12 @@
 #include <string.h>
 
 #define ACTUATOR_MAX_PENDING 512      /* commands in hand: 8 per pooled connection */
-#define ACTUATOR_HWM 10000
+/* Commands the PULL socket may hold while the hand is full.  Each pins
+ * ~2 KB inside ZeroMQ (its share of a read buffer) until it is received; at
+ * 10000 this queue added up to 6 MB to the peak RSS under load.  A deeper
+ * queue gains nothing: the spine's send queue and outbox hold the rest. */
+#define ACTUATOR_COMMANDS_HWM ACTUATOR_MAX_PENDING
+#define ACTUATOR_OUTCOMES_HWM 10000
 #define ACTUATOR_FINISHED_CAP 8192
 #define ACTUATOR_DRAIN_MS 3000
 #define ACTUATOR_RECV_BATCH 256
@@ -53,9 +58,10 @@ static void status_write(struct actuator *a)
 {
     char c[256];
     snprintf(c, sizeof c, "{\"received\":%llu,\"duplicates\":%llu,\"outcomes\":%llu,"
-             "\"in_flight\":%zu,\"running\":%zu}", (unsigned long long)a->received,
+             "\"in_flight\":%zu,\"running\":%zu,\"queued\":%zu}", (unsigned long long)a->received,
              (unsigned long long)a->duplicates, (unsigned long long)a->outcomes,
-             actuator_http_pending(a->http), actuator_http_running(a->http));
+             actuator_http_pending(a->http), actuator_http_running(a->http),
+             actuator_http_queued(a->http));
     stage_status_write(&a->st, c, true);
 }
 
@@ -79,7 +85,10 @@ static void outcomes_send(struct actuator *a)
 static void commands_receive(struct actuator *a)
 {
     zmq_msg_t msg;
-    for (int i = 0; i < ACTUATOR_RECV_BATCH; i++) {
+    /* Up to ACTUATOR_MAX_PENDING in hand, not a whole batch beyond it. */
+    size_t pending = actuator_http_pending(a->http);
+    size_t room = pending < ACTUATOR_MAX_PENDING ? ACTUATOR_MAX_PENDING - pending : 0;
+    for (size_t i = 0; i < room && i < ACTUATOR_RECV_BATCH; i++) {
         zmq_msg_init(&msg);
         if (zmq_msg_recv(&msg, a->pull, ZMQ_DONTWAIT) < 0) {
             zmq_msg_close(&msg);
@@ -120,8 +129,8 @@ int main(int argc, char **argv)
     if (!cfg->telnyx_api_key || !*cfg->telnyx_api_key)
         log_warn("no telnyx_api_key configured: Telnyx will refuse every command (401)");
 
-    a.pull = stage_socket(&a.st, ZMQ_PULL, cfg->actuator_endpoint, true, ACTUATOR_HWM);
-    a.push = stage_socket(&a.st, ZMQ_PUSH, cfg->spine_endpoint, false, ACTUATOR_HWM);
+    a.pull = stage_socket(&a.st, ZMQ_PULL, cfg->actuator_endpoint, true, ACTUATOR_COMMANDS_HWM);
+    a.push = stage_socket(&a.st, ZMQ_PUSH, cfg->spine_endpoint, false, ACTUATOR_OUTCOMES_HWM);
     log_info("started: commands from %s, API %s, outcomes to %s", cfg->actuator_endpoint,
              cfg->telnyx_api_url, cfg->spine_endpoint);
 
@@ -130,10 +139,14 @@ int main(int argc, char **argv)
         if (a.st.stopping) {
             if (!drain_until) {
                 drain_until = tg_mono_ms() + ACTUATOR_DRAIN_MS;
-                log_info("stopping: %zu transfers running, %zu commands pending",
-                         actuator_http_running(a.http), actuator_http_pending(a.http));
+                log_info("stopping: %zu transfers running, %zu queued, %zu commands pending",
+                         actuator_http_running(a.http), actuator_http_queued(a.http),
+                         actuator_http_pending(a.http));
             }
-            if (actuator_http_running(a.http) == 0 || tg_mono_ms() >= drain_until)
+            /* Attempts already handed to the engine get their chance to
+             * finish, queued ones too; retries still backing off do not. */
+            if ((actuator_http_running(a.http) == 0 && actuator_http_queued(a.http) == 0) ||
+                tg_mono_ms() >= drain_until)
                 break;
         }
         zmq_pollitem_t items[2] = {
