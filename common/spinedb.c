@@ -134,15 +134,26 @@ static int map_range(const struct spinedb *db, uintptr_t *lo, uintptr_t *hi)
     return rc;
 }
 
-void spinedb_unmap_pages(const struct spinedb *db)
+void spinedb_unmap_pages(struct spinedb *db)
 {
     MDB_envinfo info;
     MDB_stat st;
     unsigned flags;
     uintptr_t lo, hi;
     if (!db || !db->env || mdb_env_get_flags(db->env, &flags) != 0 || (flags & MDB_WRITEMAP) ||
-        mdb_env_info(db->env, &info) != 0 || mdb_env_stat(db->env, &st) != 0 || map_range(db, &lo, &hi) != 0)
+        mdb_env_info(db->env, &info) != 0 || mdb_env_stat(db->env, &st) != 0)
         return;
+    /* A reader's map moves when it adopts a grown file (spinedb_txn_begin_ro),
+     * so readers look it up every time; the writer's map stays put. */
+    if (!db->readonly && db->map_lo) {
+        lo = db->map_lo;
+        hi = db->map_hi;
+    } else if (map_range(db, &lo, &hi) != 0) {
+        return;
+    } else if (!db->readonly) {
+        db->map_lo = lo;
+        db->map_hi = hi;
+    }
     /* Pages up to the last one in use; beyond it nothing was ever mapped. */
     size_t len = ((size_t)info.me_last_pgno + 1) * st.ms_psize;
     if (len > hi - lo)

@@ -33,6 +33,7 @@ struct spinedb {
     MDB_dbi meta;            /* "head" -> last seq u64 BE || last hash(32) */
     MDB_dbi certs;           /* serial -> certificate record (msgpack, see registry.h) */
     MDB_dbi phones;          /* E.164 -> serial (MDB_DUPSORT: several per number) */
+    uintptr_t map_lo, map_hi; /* the writer's map, once found (it never moves) */
 };
 
 /* Last appended event: seq 0 and an all-zero hash for an empty log. */
@@ -66,7 +67,7 @@ void spinedb_close(struct spinedb **db);
  * its RSS (what monitoring and the OOM killer's score see) climbs towards
  * the database size.  Stages call this once a second.  No-op without a map.
  */
-void spinedb_unmap_pages(const struct spinedb *db);
+void spinedb_unmap_pages(struct spinedb *db);
 
 /* Begin a read-only transaction (adopting a map grown by the writer); the
  * caller ends it with mdb_txn_abort.  0 or -1 with err. */

@@ -20,7 +20,7 @@
 /* Unsent WEBHOOK messages kept in memory (~1.7 KB each); beyond it the
  * oldest wait in the journal alone and are re-published from disk when due,
  * so a slow pipeline costs the ingress no more than a few MB. */
-#define INGRESS_JOURNAL_MAX_PENDING 2048
+#define INGRESS_JOURNAL_MAX_PENDING 1024
 
 struct ingress_journal_opts {
     const char *dir;            /* DATA_DIR/journal, already recovered */

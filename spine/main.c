@@ -14,7 +14,10 @@
 #include <string.h>
 
 #define TICK_MS 1000
-#define UNMAP_MS 50              /* spinedb_unmap_pages period while committing */
+/* Messages buffered per sender while the spine commits (~3 KB each); more
+ * wait in the senders' queues, the journal and the actuator. */
+#define SPINE_RCVHWM 256
+#define UNMAP_MS 10              /* spinedb_unmap_pages period while committing */
 #define RESEND_MAX 1000          /* outbox commands re-sent per tick */
 #define STOP_DRAIN_MS 3000       /* time allowed to drain on SIGTERM */
 
@@ -203,7 +206,7 @@ int main(int argc, char **argv)
         log_fatal("%s", err);
     sp.batch_max = (size_t)cfg->spine_batch_max;
     sp.batch = xcalloc(sp.batch_max, sizeof *sp.batch);
-    sp.pull = stage_socket(&sp.st, ZMQ_PULL, cfg->spine_endpoint, true, 0);
+    sp.pull = stage_socket(&sp.st, ZMQ_PULL, cfg->spine_endpoint, true, SPINE_RCVHWM);
     sp.events_pub = stage_socket(&sp.st, ZMQ_PUB, cfg->events_endpoint, true, 0);
     sp.progress_pub = stage_socket(&sp.st, ZMQ_PUB, cfg->progress_endpoint, true, 0);
     sp.actuator = stage_socket(&sp.st, ZMQ_PUSH, cfg->actuator_endpoint, false, 0);

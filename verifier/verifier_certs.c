@@ -301,7 +301,7 @@ const struct verifier_policy *verifier_certs_policy(struct verifier_certs *vc)
     return &vc->policy;
 }
 
-void verifier_certs_unmap_pages(const struct verifier_certs *vc)
+void verifier_certs_unmap_pages(struct verifier_certs *vc)
 {
     spinedb_unmap_pages(vc->db);
 }

@@ -26,7 +26,7 @@ const struct verifier_policy *verifier_certs_policy(struct verifier_certs *vc);
 
 /* Drop the registry database's mapped pages from this process's RSS
  * (spinedb_unmap_pages); called once a second. */
-void verifier_certs_unmap_pages(const struct verifier_certs *vc);
+void verifier_certs_unmap_pages(struct verifier_certs *vc);
 
 /* Number of trusted issuer keys currently loaded (for logs and tests). */
 size_t verifier_certs_trusted(const struct verifier_certs *vc);
