@@ -78,7 +78,7 @@ static int sb_run_spine(const char *dir, const struct spine_input *in, size_t n,
     while (i < n && tg_mono_ns() < deadline) {
         size_t k = n - i < per_commit ? n - i : per_commit;
         spine_output_reset(&out);
-        if (spine_store_apply(s, in + i, k, &out, err) != 0) {
+        if (spine_store_apply(s, in + i, k, &out, err) != 0 || spine_store_sync(s, err) != 0) {
             spine_output_free(&out);
             spine_store_close(&s);
             return -1;

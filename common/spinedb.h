@@ -69,6 +69,13 @@ void spinedb_close(struct spinedb **db);
  */
 void spinedb_unmap_pages(struct spinedb *db);
 
+/*
+ * fdatasync the database file, from any process (a read-only descriptor
+ * will do): a reader that saw a commit makes it durable even before the
+ * spine synced its meta page (MDB_NOMETASYNC).  0, or -1 with err.
+ */
+int spinedb_sync_file(const struct spinedb *db, char *err) TG_MUST_CHECK;
+
 /* Begin a read-only transaction (adopting a map grown by the writer); the
  * caller ends it with mdb_txn_abort.  0 or -1 with err. */
 int spinedb_txn_begin_ro(const struct spinedb *db, MDB_txn **txn, char *err) TG_MUST_CHECK;

@@ -150,10 +150,17 @@ static size_t process_batch(struct spine *sp)
     sp->messages += n;
     if (spine_store_apply(sp->store, sp->batch, n, &sp->out, err) != 0)
         log_error("batch partly applied: %s", err);
-    /* Commands first: they are what a caller waits for. */
+    /* Commands first, once the commit's data pages are synced: they are what
+     * a caller waits for, and re-deciding them after a power cut that undoes
+     * the commit yields the same command_ids (protocol.md 6.1).  Events and
+     * acknowledgements wait until the commit is durable. */
     send_commands(sp, sp->out.commands, sp->out.n_commands);
-    publish_events(sp);
-    publish_progress(sp, &sp->out);
+    if (spine_store_sync(sp->store, err) == 0) {
+        publish_events(sp);
+        publish_progress(sp, &sp->out);
+    } else {
+        log_error("%s: batch not published nor acknowledged (the ingress re-publishes it)", err);
+    }
     log_debug("batch: %zu messages, %zu events, %zu commands", n, sp->out.n_events, sp->out.n_commands);
     for (size_t i = 0; i < n; i++)
         spine_input_free(&sp->batch[i]);

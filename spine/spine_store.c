@@ -752,6 +752,12 @@ void spine_store_close(struct spine_store **sp)
     *sp = NULL;
 }
 
+int spine_store_sync(struct spine_store *s, char *err)
+{
+    int rc = mdb_env_sync(s->db->env, 1);
+    return rc ? spinedb_err(err, "spine db sync", rc) : 0;
+}
+
 void spine_store_head(const struct spine_store *s, struct spinedb_head *h)
 {
     *h = s->head;

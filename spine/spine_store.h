@@ -80,8 +80,10 @@ int spine_store_open(struct spine_store **out, const char *data_dir, const char 
 void spine_store_close(struct spine_store **s);
 
 /*
- * Apply in[0..n) in one write transaction and commit it (durable: LMDB's
- * default sync).  RESULT: unless its webhook_id is already recorded, append
+ * Apply in[0..n) in one write transaction and commit it: its data pages are
+ * synced, its meta page written but not synced (MDB_NOMETASYNC), so it
+ * survives a crash of the process at once, and a power cut once
+ * spine_store_sync (or the next apply) returned.  RESULT: unless its webhook_id is already recorded, append
  * its events (skipping ids already present), queue its commands in the
  * outbox (skipping command ids present), record the webhook; in every case
  * mark its jseq done.  OUTCOME: append the tel.command event (unless present)
@@ -95,6 +97,9 @@ void spine_store_close(struct spine_store **s);
  */
 int spine_store_apply(struct spine_store *s, const struct spine_input *in, size_t n, struct spine_output *out,
                       char *err);
+
+/* Make every commit durable (sync the meta page).  0, or -1 with err. */
+int spine_store_sync(struct spine_store *s, char *err) TG_MUST_CHECK;
 
 /* The current head (last committed seq and hash). */
 void spine_store_head(const struct spine_store *s, struct spinedb_head *h);

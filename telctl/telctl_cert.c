@@ -94,7 +94,8 @@ int telctl_issuer(const struct tg_config *cfg, int argc, char **argv)
 
 /* ---- recording ns.* events through the spine ---- */
 
-/* Is event id committed?  1 yes, 0 not (yet), -1 error. */
+/* Is event id committed (and durable: the spine may not have synced the
+ * commit's meta page yet)?  1 yes, 0 not (yet), -1 error. */
 static int event_committed(const struct tg_config *cfg, const char *id, char *err)
 {
     struct spinedb *db;
@@ -111,6 +112,8 @@ static int event_committed(const struct tg_config *cfg, const char *id, char *er
         int rc = mdb_get(txn, db->ids, &k, &v);
         found = rc == 0 ? 1 : rc == MDB_NOTFOUND ? 0 : spinedb_err(err, "read event ids", rc);
         mdb_txn_abort(txn);
+        if (found == 1 && spinedb_sync_file(db, err) != 0)
+            found = -1;
     }
     spinedb_close(&db);
     return found;
