@@ -19,6 +19,10 @@
 #define SPINE_RCVHWM 256
 #define UNMAP_MS 10              /* spinedb_unmap_pages period while committing */
 #define RESEND_MAX 1000          /* outbox commands re-sent per tick */
+/* Outbox keys of commands the actuator could not take yet (its queue was
+ * full), sent as soon as it can; beyond this many, the re-send timer
+ * (command_resend_ms) picks them up. */
+#define DEFERRED_MAX 65536
 #define STOP_DRAIN_MS 3000       /* time allowed to drain on SIGTERM */
 
 struct spine {
@@ -29,6 +33,8 @@ struct spine {
     size_t batch_max;
     struct spine_output out;
     bool actuator_blocked;
+    uint64_t *deferred;         /* ring of outbox keys, oldest at d_head */
+    size_t d_head, d_len;
     uint64_t batches, messages;
 };
 
@@ -116,27 +122,67 @@ static void publish_events(struct spine *sp)
     }
 }
 
-/* Forward commands; one the actuator cannot take now stays in the outbox. */
+/* Try to hand one command to the actuator: 0 sent, -1 not now (full queue or error). */
+static int command_send(struct spine *sp, const struct tg_command *cmd)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msg_command_encode(&sb, cmd);
+    int rc = stage_send(sp->actuator, sb.data, sb.size, ZMQ_DONTWAIT);
+    if (rc != 0 && errno != EAGAIN)
+        log_error("send command %s: %s", cmd->command_id, zmq_strerror(errno));
+    msgpack_sbuffer_destroy(&sb);
+    return rc;
+}
+
+static void deferred_push(struct spine *sp, uint64_t okey)
+{
+    if (sp->d_len == DEFERRED_MAX)
+        return;                 /* the re-send timer will find it in the outbox */
+    sp->deferred[(sp->d_head + sp->d_len++) % DEFERRED_MAX] = okey;
+}
+
+/* Send deferred commands, oldest first, while the actuator takes them.  A
+ * command whose outcome arrived meanwhile is no longer in the outbox. */
+static void deferred_flush(struct spine *sp)
+{
+    char err[ERR_LEN];
+    while (sp->d_len) {
+        struct tg_command cmd;
+        int found = spine_store_outbox_get(sp->store, sp->deferred[sp->d_head], &cmd, err);
+        if (found < 0)
+            log_error("deferred command: %s", err);
+        if (found == 1) {
+            int rc = command_send(sp, &cmd);
+            tg_command_free(&cmd);
+            if (rc != 0)
+                break;
+        }
+        sp->d_head = (sp->d_head + 1) % DEFERRED_MAX;
+        sp->d_len--;
+    }
+    if (sp->actuator_blocked && sp->d_len == 0) {
+        log_info("actuator accepting commands again");
+        sp->actuator_blocked = false;
+    }
+}
+
+/* Forward commands; what the actuator cannot take now waits, in order, in
+ * the deferred ring (and in any case in the outbox). */
 static void send_commands(struct spine *sp, const struct tg_command *cmds, size_t n)
 {
     size_t deferred = 0;
+    deferred_flush(sp);
     for (size_t i = 0; i < n; i++) {
-        msgpack_sbuffer sb;
-        msgpack_sbuffer_init(&sb);
-        msg_command_encode(&sb, &cmds[i]);
-        if (stage_send(sp->actuator, sb.data, sb.size, ZMQ_DONTWAIT) != 0) {
-            if (errno != EAGAIN)
-                log_error("send command %s: %s", cmds[i].command_id, zmq_strerror(errno));
-            deferred++;
-        }
-        msgpack_sbuffer_destroy(&sb);
+        if (sp->d_len == 0 && command_send(sp, &cmds[i]) == 0)
+            continue;
+        deferred_push(sp, cmds[i].outbox_key);
+        deferred++;
     }
     if (deferred && !sp->actuator_blocked)
-        log_warn("actuator not accepting commands; %zu left in the outbox for re-sending", deferred);
-    else if (!deferred && n && sp->actuator_blocked)
-        log_info("actuator accepting commands again");
-    if (n)
-        sp->actuator_blocked = deferred > 0;
+        log_warn("actuator not accepting commands; %zu waiting for it", deferred);
+    if (deferred)
+        sp->actuator_blocked = true;
 }
 
 /* Receive, commit, publish one batch.  Returns the number of messages. */
@@ -188,6 +234,8 @@ static void resend_outbox(struct spine *sp)
     struct tg_command *cmds;
     size_t n;
     char err[ERR_LEN];
+    if (sp->d_len)
+        return;     /* the actuator is backed up; re-send once it has taken what waits */
     if (spine_store_outbox_due(sp->store, tg_now_ms(), RESEND_MAX, &cmds, &n, err) != 0) {
         log_error("outbox scan: %s", err);
         return;
@@ -213,6 +261,7 @@ int main(int argc, char **argv)
         log_fatal("%s", err);
     sp.batch_max = (size_t)cfg->spine_batch_max;
     sp.batch = xcalloc(sp.batch_max, sizeof *sp.batch);
+    sp.deferred = xcalloc(DEFERRED_MAX, sizeof *sp.deferred);
     sp.pull = stage_socket(&sp.st, ZMQ_PULL, cfg->spine_endpoint, true, SPINE_RCVHWM);
     sp.events_pub = stage_socket(&sp.st, ZMQ_PUB, cfg->events_endpoint, true, 0);
     sp.progress_pub = stage_socket(&sp.st, ZMQ_PUB, cfg->progress_endpoint, true, 0);
@@ -231,12 +280,17 @@ int main(int argc, char **argv)
             status_write(&sp);
             next_tick = now + TICK_MS;
         }
-        zmq_pollitem_t items[] = {{.socket = sp.pull, .events = ZMQ_POLLIN}};
-        int rc = stage_poll(&sp.st, items, 1, (long)(next_tick - now));
+        zmq_pollitem_t items[] = {
+            {.socket = sp.pull, .events = ZMQ_POLLIN},
+            {.socket = sp.actuator, .events = ZMQ_POLLOUT},     /* only while commands wait */
+        };
+        int rc = stage_poll(&sp.st, items, sp.d_len ? 2 : 1, (long)(next_tick - now));
         if (rc < 0)
             log_fatal("poll: %s", zmq_strerror(errno));
         if (rc > 0 && (items[0].revents & ZMQ_POLLIN))
             process_batch(&sp);
+        if (sp.d_len && (items[1].revents & ZMQ_POLLOUT))
+            deferred_flush(&sp);
         /* Often under load: each commit maps megabytes of moved tree pages. */
         if (sp.batches != unmapped_batches && tg_mono_ms() >= next_unmap) {
             spinedb_unmap_pages(spine_store_db(sp.store));
@@ -258,6 +312,7 @@ int main(int argc, char **argv)
     zmq_close(sp.actuator);
     spine_output_free(&sp.out);
     free(sp.batch);
+    free(sp.deferred);
     spine_store_close(&sp.store);
     log_info("stopped: head seq %" PRIu64, head.seq);
     stage_fini(&sp.st);

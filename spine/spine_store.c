@@ -807,6 +807,30 @@ static int outbox_entry_due(struct spine_store *s, const MDB_val *k, const MDB_v
     return due;
 }
 
+int spine_store_outbox_get(struct spine_store *s, uint64_t okey, struct tg_command *cmd, char *err)
+{
+    MDB_txn *txn;
+    msgpack_unpacked up;
+    uint8_t kb[8];
+    spinedb_u64_put(okey, kb);
+    MDB_val k = {sizeof kb, kb}, v;
+    int rc = mdb_txn_begin(s->db->env, NULL, MDB_RDONLY, &txn);
+    if (rc)
+        return spinedb_err(err, "spine db read transaction", rc);
+    rc = mdb_get(txn, s->db->outbox, &k, &v);
+    if (rc) {
+        mdb_txn_abort(txn);
+        return rc == MDB_NOTFOUND ? 0 : spinedb_err(err, "spine db: read outbox", rc);
+    }
+    int found = -1;
+    if (mp_unpack_exact(v.mv_data, v.mv_size, &up, err) == 0) {
+        found = msg_command_unpack(&up.data, cmd, err) == 0 ? 1 : -1;
+        msgpack_unpacked_destroy(&up);
+    }
+    mdb_txn_abort(txn);
+    return found;
+}
+
 int spine_store_outbox_due(struct spine_store *s, uint64_t now_ms, size_t max, struct tg_command **cmds,
                            size_t *n, char *err)
 {

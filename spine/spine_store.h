@@ -121,6 +121,11 @@ void spine_store_progress(const struct spine_store *s, struct msg_progress *p, s
 int spine_store_outbox_due(struct spine_store *s, uint64_t now_ms, size_t max, struct tg_command **cmds,
                            size_t *n, char *err) TG_MUST_CHECK;
 
+/* The outbox entry okey: 1 and *cmd (free with tg_command_free), 0 when it
+ * is gone (its outcome is recorded), -1 with err. */
+int spine_store_outbox_get(struct spine_store *s, uint64_t okey, struct tg_command *cmd, char *err)
+    TG_MUST_CHECK;
+
 /* Number of commands in the outbox (-1 on a database error). */
 long spine_store_outbox_count(struct spine_store *s);
 

@@ -1,0 +1,62 @@
+# test_backpressure.py - commands the actuator cannot take yet (its queues
+# are full) go out as soon as it takes them again, in order, not after
+# command_resend_ms (protocol.md 6.1): the spine keeps their outbox keys in a
+# bounded ring and polls the actuator socket for room.
+import signal
+import threading
+import uuid
+
+from helpers import MAIN_NUMBER, envelope, initiated_payload, wait_until
+
+CALLS = 3000            # more than the ZeroMQ queues between spine and actuator hold
+POSTERS = 8
+# Far beyond the test's deadlines: only the ring can deliver in time.
+CONF = {"command_resend_ms": 300000, "redeliver_after_ms": 300000}
+
+
+def post_calls(g, tag, n):
+    """POST n signed call.initiated webhooks from unknown callers, in parallel."""
+    errors = []
+
+    def worker(k):
+        for i in range(k, n, POSTERS):
+            payload = initiated_payload("v3:bp-%s-%d" % (tag, i), "+1312556%04d" % i, MAIN_NUMBER)
+            body, _ = envelope("call.initiated", payload)
+            status, _, raw = g.post_signed(body)
+            if status != 200:
+                errors.append(raw)
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(POSTERS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+
+
+def count(events, etype, tag):
+    return sum(1 for e in events if e["type"] == etype and
+               (e.get("call_control_id") or "").startswith("v3:bp-" + tag))
+
+
+def test_commands_wait_for_a_stopped_actuator_and_flow_when_it_resumes(make_gate):
+    g = make_gate(conf=CONF, verifiers=2)
+    tag = uuid.uuid4().hex[:8]
+    actuator = g.proc("actuator")
+    actuator.p.send_signal(signal.SIGSTOP)
+    try:
+        post_calls(g, tag, CALLS)
+        # Every decision is committed while the actuator cannot take commands.
+        g.wait_events(lambda ev: count(ev, "tel.call_rejected", tag) == CALLS, 60,
+                      "%d decisions" % CALLS)
+        spine_log = g.proc("spine").log_text()
+        assert "actuator not accepting commands" in spine_log, "the actuator's queues never filled"
+    finally:
+        actuator.p.send_signal(signal.SIGCONT)
+    # One outcome per command (the stand-in answers 404 for calls it does not
+    # know: final, recorded like any other outcome).
+    g.wait_events(lambda ev: count(ev, "tel.command", tag) >= CALLS, 60,
+                  "an outcome for each of %d commands" % CALLS)
+    events = g.events()
+    assert count(events, "tel.command", tag) == CALLS
+    wait_until(lambda: "accepting commands again" in g.proc("spine").log_text(), 5, 0.1,
+               "the spine noticing the actuator took everything")
