@@ -17,8 +17,9 @@
  * WEBHOOK message per record, records where each one lives in the tracker
  * and sends the messages without blocking, so the verifiers work while the
  * disk syncs; then it syncs and wakes the waiters, who answer 200 only now.
- * What cannot be sent (no verifier, high-water mark) waits in a bounded
- * in-memory list and is retried on every cycle.  A record may thus be
+ * What cannot be sent (no verifier, high-water mark) waits, in order, in a
+ * bounded in-memory list and then as bare jseqs read back from the journal
+ * (see unsent_push), retried on every cycle.  A record may thus be
  * processed although its sync then fails or the ingress dies first: the
  * sender got no 200 and re-delivers, and the spine de-duplicates by webhook.
  * The jseqs of such a batch are never handed out again (protocol.md §6):
@@ -103,6 +104,8 @@ struct ingress_journal {
     struct pending *p_head, *p_tail;
     size_t p_count;
     bool p_dropping;            /* logged the overflow, until it drains */
+    uint64_t *unsent;           /* ring of jseqs published from the journal, not memory */
+    size_t u_head, u_len;
     struct ingress_metrics *m;
 
     /* recovery side (writer thread only) */
@@ -157,6 +160,70 @@ static int file_open(struct ingress_journal *j, uint64_t first_jseq, char *err)
 
 /* ---- publication (writer thread) ---- */
 
+static int record_read(struct ingress_journal *j, const struct ingress_redeliver_entry *e,
+                       struct journal_record *rec, char *err);
+static int send_now(void *sock, const msgpack_sbuffer *sb);
+
+/* Publication order: the pending list (messages in memory), then the
+ * unsent ring (jseqs whose records are read back from the journal when
+ * their turn comes).  Once INGRESS_JOURNAL_MAX_PENDING messages wait in
+ * memory, new records only join the ring, so a slow pipeline costs the
+ * ingress 8 bytes per waiting webhook and they still go out in order as soon
+ * as the verifiers take them.  Beyond the ring (or without a tracker) the
+ * record is left to the re-delivery timer. */
+static bool unsent_push(struct ingress_journal *j, uint64_t jseq)
+{
+    if (!j->tr || j->u_len == INGRESS_JOURNAL_MAX_UNSENT)
+        return false;
+    j->unsent[(j->u_head + j->u_len++) % INGRESS_JOURNAL_MAX_UNSENT] = jseq;
+    return true;
+}
+
+static void unsent_pop(struct ingress_journal *j)
+{
+    j->u_head = (j->u_head + 1) % INGRESS_JOURNAL_MAX_UNSENT;
+    j->u_len--;
+}
+
+/* Publish from the ring while the socket takes messages. */
+static void unsent_flush(struct ingress_journal *j)
+{
+    char err[ERR_LEN];
+    while (j->push && j->u_len) {
+        uint64_t jseq = j->unsent[j->u_head];
+        struct ingress_redeliver_entry e;
+        struct journal_record rec;
+        if (!ingress_redeliver_find(j->tr, jseq, &e)) {
+            unsent_pop(j);          /* acknowledged meanwhile (a re-delivery got there) */
+            continue;
+        }
+        if (record_read(j, &e, &rec, err) != 0) {
+            log_error("journal: record %" PRIu64 " cannot be read back (%s); left to re-delivery",
+                      jseq, err);
+            unsent_pop(j);
+            continue;
+        }
+        msgpack_sbuffer sb;
+        msgpack_sbuffer_init(&sb);
+        struct msg_webhook m = {
+            .jseq = jseq, .recv_us = rec.recv_us, .attempt = e.attempts + 1,
+            .body = rec.body, .body_len = rec.body_len,
+        };
+        msg_webhook_encode(&sb, &m);
+        int rc = send_now(j->push, &sb);
+        msgpack_sbuffer_destroy(&sb);
+        journal_record_free(&rec);
+        if (rc != 0) {
+            if (errno != EAGAIN)
+                log_error("journal: send to verifiers: %s", zmq_strerror(errno));
+            break;
+        }
+        ingress_redeliver_published(j->tr, jseq, tg_mono_ms());
+        atomic_fetch_add(&j->m->published, 1);
+        unsent_pop(j);
+    }
+}
+
 static void pending_push(struct ingress_journal *j, uint64_t jseq, const uint8_t *data, size_t len)
 {
     if (j->p_count >= INGRESS_JOURNAL_MAX_PENDING) {
@@ -169,7 +236,8 @@ static void pending_push(struct ingress_journal *j, uint64_t jseq, const uint8_t
         atomic_fetch_add(&j->m->publish_dropped, 1);
         if (!j->p_dropping)
             log_warn("journal: %d webhooks await a verifier; dropping the oldest from memory "
-                     "(they stay in the journal)", INGRESS_JOURNAL_MAX_PENDING);
+                     "(they stay in the journal and are re-published when due)",
+                     INGRESS_JOURNAL_MAX_PENDING);
         j->p_dropping = true;
     }
     struct pending *p = xmalloc(sizeof *p + len);
@@ -185,7 +253,8 @@ static void pending_push(struct ingress_journal *j, uint64_t jseq, const uint8_t
     j->p_count++;
 }
 
-/* Send pending messages in order until the socket would block. */
+/* Send pending messages, then the unsent ring, in order until the socket
+ * would block. */
 static void pending_flush(struct ingress_journal *j)
 {
     while (j->push && j->p_head) {
@@ -206,9 +275,11 @@ static void pending_flush(struct ingress_journal *j)
         j->p_count--;
         atomic_fetch_add(&j->m->published, 1);
     }
-    if (j->p_count == 0)
+    if (!j->p_head)
+        unsent_flush(j);
+    if (j->p_count == 0 && j->u_len == 0)
         j->p_dropping = false;
-    atomic_store(&j->m->publish_pending, j->p_count);
+    atomic_store(&j->m->publish_pending, j->p_count + j->u_len);
 }
 
 /* ---- batches (writer thread) ---- */
@@ -343,14 +414,17 @@ static void batch_publish_prepare(struct ingress_journal *j, struct waiter *batc
             if (ingress_redeliver_add(j->tr, &e, err) != 0)
                 log_panic("journal: tracker: %s", err);
         }
+        if (!j->push)
+            continue;
+        if ((j->u_len || j->p_count >= INGRESS_JOURNAL_MAX_PENDING) && unsent_push(j, w->jseq))
+            continue;
         struct msg_webhook m = {
             .jseq = w->jseq, .recv_us = w->rec->recv_us, .attempt = 1,
             .body = w->rec->body, .body_len = w->rec->body_len,
         };
         sb.size = 0;
         msg_webhook_encode(&sb, &m);
-        if (j->push)
-            pending_push(j, w->jseq, (const uint8_t *)sb.data, sb.size);
+        pending_push(j, w->jseq, (const uint8_t *)sb.data, sb.size);
     }
     msgpack_sbuffer_destroy(&sb);
 }
@@ -498,7 +572,7 @@ static void redeliver_round(struct ingress_journal *j, uint64_t now)
     char err[ERR_LEN];
     size_t sent = 0, parks = 0;
 
-    if (j->p_count > 0)
+    if (j->p_count > 0 || j->u_len > 0)
         return;     /* first publications still wait for a verifier */
     uint64_t since = j->last_progress_ms ? j->last_progress_ms : j->started_ms;
     if (j->last_progress_ms == 0 || now - j->last_progress_ms > SPINE_SILENT_MS) {
@@ -769,6 +843,7 @@ int ingress_journal_start(const struct ingress_journal_opts *opts, struct ingres
 
     j->fd = -1;
     j->dir = xstrdup(opts->dir);
+    j->unsent = xcalloc(INGRESS_JOURNAL_MAX_UNSENT, sizeof *j->unsent);
     j->next_jseq = opts->next_jseq ? opts->next_jseq : 1;
     j->max_file_bytes = opts->max_file_bytes;
     /* A batch is at most the queue; the restart gap relies on it. */
@@ -823,6 +898,7 @@ fail:
     if (j->push)
         zmq_close(j->push);
     recovery_free(j);
+    free(j->unsent);
     free(j->dir);
     free(j);
     return -1;
@@ -913,6 +989,7 @@ void ingress_journal_stop(struct ingress_journal **jp)
     recovery_free(j);
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->work);
+    free(j->unsent);
     free(j->dir);
     free(j);
     *jp = NULL;

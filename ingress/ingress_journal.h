@@ -17,10 +17,13 @@
 
 #define INGRESS_JOURNAL_MAX_QUEUE 8192      /* waiting records before shedding */
 #define INGRESS_JOURNAL_MAX_WAIT_MS 1000    /* oldest waiter age before shedding */
-/* Unsent WEBHOOK messages kept in memory (~1.7 KB each); beyond it the
- * oldest wait in the journal alone and are re-published from disk when due,
- * so a slow pipeline costs the ingress no more than a few MB. */
+/* Unsent WEBHOOK messages kept in memory (~1.7 KB each); later ones wait
+ * in the journal alone and are read back from disk in their turn, so a slow
+ * pipeline costs the ingress no more than a few MB. */
 #define INGRESS_JOURNAL_MAX_PENDING 1024
+/* Further webhooks waiting for a verifier, kept as jseqs (8 bytes each) and
+ * read back from the journal in turn; beyond it, the re-delivery timer. */
+#define INGRESS_JOURNAL_MAX_UNSENT 65536
 
 struct ingress_journal_opts {
     const char *dir;            /* DATA_DIR/journal, already recovered */

@@ -6,7 +6,7 @@ import signal
 import threading
 import uuid
 
-from helpers import MAIN_NUMBER, envelope, initiated_payload, wait_until
+from helpers import MAIN_NUMBER, envelope, http_req, initiated_payload, wait_until
 
 CALLS = 3000            # more than the ZeroMQ queues between spine and actuator hold
 POSTERS = 8
@@ -31,6 +31,15 @@ def post_calls(g, tag, n):
     for t in threads:
         t.join()
     assert not errors, errors[:3]
+
+
+def publish_pending(g):
+    status, _, data = http_req(g.http_port, "GET", "/metrics")
+    assert status == 200
+    for line in data.decode().splitlines():
+        if line.startswith("telgate_ingress_publish_pending "):
+            return float(line.split()[1])
+    raise AssertionError("no telgate_ingress_publish_pending in /metrics")
 
 
 def count(events, etype, tag):
@@ -60,3 +69,23 @@ def test_commands_wait_for_a_stopped_actuator_and_flow_when_it_resumes(make_gate
     assert count(events, "tel.command", tag) == CALLS
     wait_until(lambda: "accepting commands again" in g.proc("spine").log_text(), 5, 0.1,
                "the spine noticing the actuator took everything")
+
+
+def test_webhooks_wait_for_stopped_verifiers_and_flow_when_they_resume(make_gate):
+    """The ingress keeps at most 1024 unsent webhooks in memory; the rest are
+    read back from the journal in order as soon as a verifier takes them,
+    not after redeliver_after_ms."""
+    calls = 4000        # beyond memory (1024) + the PUSH queue (1000) + socket buffers
+    g = make_gate(conf=CONF, verifiers=1)
+    tag = uuid.uuid4().hex[:8]
+    verifier = g.proc("verifier1")
+    verifier.p.send_signal(signal.SIGSTOP)
+    try:
+        post_calls(g, tag, calls)
+        # More wait than memory holds: the journal-backed part is in use.
+        wait_until(lambda: publish_pending(g) > 1024, 5, 0.1, "publish_pending above 1024")
+    finally:
+        verifier.p.send_signal(signal.SIGCONT)
+    g.wait_events(lambda ev: count(ev, "tel.call_rejected", tag) >= calls, 60,
+                  "a decision for each of %d webhooks" % calls)
+    assert count(g.events(), "tel.call_rejected", tag) == calls
