@@ -436,7 +436,9 @@ static void attempt_done(struct actuator_http *h, struct slot *s, CURLcode res)
     curl_multi_remove_handle(h->multi, s->easy);
     j->status = status;
 
-    char *title = status ? telnyx_error_title(s->resp, s->resp_len) : NULL;
+    /* Only an error answer carries a title worth a JSON parse. */
+    bool error_answer = status && (status < 200 || status > 299);
+    char *title = error_answer ? telnyx_error_title(s->resp, s->resp_len) : NULL;
     if (res != CURLE_OK)
         snprintf(detail, sizeof detail, "%.200s", s->errbuf[0] ? s->errbuf : curl_easy_strerror(res));
     else if (title)
