@@ -2,6 +2,7 @@
 # are full) go out as soon as it takes them again, in order, not after
 # command_resend_ms (protocol.md 6.1): the spine keeps their outbox keys in a
 # bounded ring and polls the actuator socket for room.
+import contextlib
 import signal
 import threading
 import uuid
@@ -42,6 +43,16 @@ def publish_pending(g):
     raise AssertionError("no telgate_ingress_publish_pending in /metrics")
 
 
+@contextlib.contextmanager
+def stopped(proc):
+    """SIGSTOP a stage for the duration of the block (SIGCONT even on failure)."""
+    proc.p.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        proc.p.send_signal(signal.SIGCONT)
+
+
 def count(events, etype, tag):
     return sum(1 for e in events if e["type"] == etype and
                (e.get("call_control_id") or "").startswith("v3:bp-" + tag))
@@ -50,17 +61,13 @@ def count(events, etype, tag):
 def test_commands_wait_for_a_stopped_actuator_and_flow_when_it_resumes(make_gate):
     g = make_gate(conf=CONF, verifiers=2)
     tag = uuid.uuid4().hex[:8]
-    actuator = g.proc("actuator")
-    actuator.p.send_signal(signal.SIGSTOP)
-    try:
+    with stopped(g.proc("actuator")):
         post_calls(g, tag, CALLS)
         # Every decision is committed while the actuator cannot take commands.
         g.wait_events(lambda ev: count(ev, "tel.call_rejected", tag) == CALLS, 60,
                       "%d decisions" % CALLS)
         spine_log = g.proc("spine").log_text()
         assert "actuator not accepting commands" in spine_log, "the actuator's queues never filled"
-    finally:
-        actuator.p.send_signal(signal.SIGCONT)
     # One outcome per command (the stand-in answers 404 for calls it does not
     # know: final, recorded like any other outcome).
     g.wait_events(lambda ev: count(ev, "tel.command", tag) >= CALLS, 60,
@@ -78,14 +85,10 @@ def test_webhooks_wait_for_stopped_verifiers_and_flow_when_they_resume(make_gate
     calls = 4000        # beyond memory (1024) + the PUSH queue (1000) + socket buffers
     g = make_gate(conf=CONF, verifiers=1)
     tag = uuid.uuid4().hex[:8]
-    verifier = g.proc("verifier1")
-    verifier.p.send_signal(signal.SIGSTOP)
-    try:
+    with stopped(g.proc("verifier1")):
         post_calls(g, tag, calls)
         # More wait than memory holds: the journal-backed part is in use.
         wait_until(lambda: publish_pending(g) > 1024, 5, 0.1, "publish_pending above 1024")
-    finally:
-        verifier.p.send_signal(signal.SIGCONT)
     g.wait_events(lambda ev: count(ev, "tel.call_rejected", tag) >= calls, 60,
                   "a decision for each of %d webhooks" % calls)
     assert count(g.events(), "tel.call_rejected", tag) == calls
