@@ -75,6 +75,25 @@ int spinedb_txn_begin_ro(const struct spinedb *db, MDB_txn **txn, char *err)
     return rc ? spinedb_err(err, "spine db read transaction", rc) : 0;
 }
 
+int spinedb_read_begin(const char *data_dir, struct spinedb **db, MDB_txn **txn, char *err)
+{
+    *txn = NULL;
+    if (spinedb_open(db, data_dir, true, err) != 0)
+        return -1;
+    if ((*db)->env && spinedb_txn_begin_ro(*db, txn, err) != 0) {
+        spinedb_close(db);
+        return -1;
+    }
+    return 0;
+}
+
+void spinedb_read_end(struct spinedb **db, MDB_txn *txn)
+{
+    if (txn)
+        mdb_txn_abort(txn);
+    spinedb_close(db);
+}
+
 static const char *const db_names[] = {"events", "ids", "webhooks", "jseq", "outbox", "meta",
                                        "certs", "phones"};
 

@@ -80,6 +80,15 @@ int spinedb_sync_file(const struct spinedb *db, char *err) TG_MUST_CHECK;
  * caller ends it with mdb_txn_abort.  0 or -1 with err. */
 int spinedb_txn_begin_ro(const struct spinedb *db, MDB_txn **txn, char *err) TG_MUST_CHECK;
 
+/*
+ * For one-shot readers (telctl): open DATA_DIR/spine read-only and begin a
+ * read transaction.  *txn is NULL when there is no database yet (an empty
+ * log).  0, or -1 with err and nothing left open.  End with spinedb_read_end.
+ */
+int spinedb_read_begin(const char *data_dir, struct spinedb **db, MDB_txn **txn, char *err) TG_MUST_CHECK;
+/* Abort txn (if any) and close *db. */
+void spinedb_read_end(struct spinedb **db, MDB_txn *txn);
+
 /* The `webhooks` index key: occurred_us (u64 big-endian) then the Telnyx
  * data.id, in buf (SPINEDB_WEBHOOK_KEY_MAX bytes); ids longer than fit are
  * refused by the spine before they get here.  The returned value points into buf. */

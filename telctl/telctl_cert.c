@@ -100,22 +100,17 @@ static int event_committed(const struct tg_config *cfg, const char *id, char *er
 {
     struct spinedb *db;
     MDB_txn *txn;
-    if (spinedb_open(&db, cfg->data_dir, true, err) != 0)
+    if (spinedb_read_begin(cfg->data_dir, &db, &txn, err) != 0)
         return -1;
     int found = 0;
-    if (db->env) {
-        if (spinedb_txn_begin_ro(db, &txn, err) != 0) {
-            spinedb_close(&db);
-            return -1;
-        }
+    if (txn) {
         MDB_val k = {strlen(id), (void *)id}, v;
         int rc = mdb_get(txn, db->ids, &k, &v);
         found = rc == 0 ? 1 : rc == MDB_NOTFOUND ? 0 : spinedb_err(err, "read event ids", rc);
-        mdb_txn_abort(txn);
         if (found == 1 && spinedb_sync_file(db, err) != 0)
             found = -1;
     }
-    spinedb_close(&db);
+    spinedb_read_end(&db, txn);
     return found;
 }
 
@@ -324,17 +319,11 @@ static int cert_revoke_cmd(const struct tg_config *cfg, int argc, char **argv)
     MDB_txn *txn;
     struct registry_entry e;
     int found = 1;
-    if (spinedb_open(&db, cfg->data_dir, true, err) != 0)
+    if (spinedb_read_begin(cfg->data_dir, &db, &txn, err) != 0)
         return telctl_fail("cert", "%s", err);
-    if (db->env) {
-        if (spinedb_txn_begin_ro(db, &txn, err) != 0) {
-            spinedb_close(&db);
-            return telctl_fail("cert", "%s", err);
-        }
+    if (txn)
         found = registry_get(db, txn, serial, &e, err);
-        mdb_txn_abort(txn);
-    }
-    spinedb_close(&db);
+    spinedb_read_end(&db, txn);
     if (found < 0)
         return telctl_fail("cert", "%s", err);
     if (found == 1)
@@ -417,18 +406,10 @@ static int cert_list_cmd(const struct tg_config *cfg, int argc, char **argv)
     }
     struct spinedb *db;
     MDB_txn *txn;
-    if (spinedb_open(&db, cfg->data_dir, true, err) != 0)
+    if (spinedb_read_begin(cfg->data_dir, &db, &txn, err) != 0)
         return telctl_fail("cert", "%s", err);
-    int rc = 0;
-    if (db->env) {
-        if (spinedb_txn_begin_ro(db, &txn, err) != 0) {
-            spinedb_close(&db);
-            return telctl_fail("cert", "%s", err);
-        }
-        rc = registry_foreach(db, txn, list_one, &l, err);
-        mdb_txn_abort(txn);
-    }
-    spinedb_close(&db);
+    int rc = txn ? registry_foreach(db, txn, list_one, &l, err) : 0;
+    spinedb_read_end(&db, txn);
     fflush(stdout);
     return rc != 0 ? telctl_fail("cert", "%s", err) : TELCTL_EXIT_OK;
 }
