@@ -12,7 +12,6 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include <ftw.h>
 
 #include "cert.h"
 #include "config.h"
@@ -24,13 +23,14 @@
 #include "../../spine/spine_store.h"
 #include "../../verifier/verifier_certs.h"
 #include "../../verifier/verifier_webhook.h"
+#include "tmpdir.h"
 
 #define NOW 1800000000u
 #define CALLER "+13125550100"
 #define GATE "+13125550199"
 
 struct fixture {
-    char dir[64];
+    struct tmp *tmp;            /* tmp->dir: DATA_DIR */
     struct tg_config cfg;
     uint8_t ipk[CERT_PK_BYTES], isk[CERT_SK_BYTES];     /* own issuer */
     uint8_t opk[CERT_PK_BYTES], osk[CERT_SK_BYTES];     /* another operator's issuer */
@@ -38,30 +38,25 @@ struct fixture {
     int serial_n;
 };
 
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb; (void)flag; (void)ftw;
-    return remove(path);
-}
-
 static int setup(void **state)
 {
     struct fixture *f = xcalloc(1, sizeof *f);
     char err[ERR_LEN];
     if (sodium_init() < 0)
         return -1;
-    snprintf(f->dir, sizeof f->dir, "/tmp/certs_policy.XXXXXX");
-    if (!mkdtemp(f->dir))
+    void *t;
+    if (tmpdir_setup(&t, "certs_policy") != 0)
         return -1;
+    f->tmp = t;
     crypto_sign_keypair(f->ipk, f->isk);
     crypto_sign_keypair(f->opk, f->osk);
     crypto_sign_keypair(f->hpk, f->hsk);
-    char *keys = xasprintf("%s/keys", f->dir), *pub = xasprintf("%s/keys/issuer.pub", f->dir);
+    char *keys = xasprintf("%s/keys", f->tmp->dir), *pub = xasprintf("%s/keys/issuer.pub", f->tmp->dir);
     if (tg_mkdir_p(keys, err) != 0 || keyfile_write_public(pub, f->ipk, err) != 0)
         return -1;
     free(keys);
     free(pub);
-    f->cfg.data_dir = f->dir;
+    f->cfg.data_dir = f->tmp->dir;
     f->cfg.min_attestation = ATTEST_A;
     f->cfg.trusted_issuers = "";
     *state = f;
@@ -71,9 +66,9 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fixture *f = *state;
-    nftw(f->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    void *t = f->tmp;
     free(f);
-    return 0;
+    return tmpdir_teardown(&t);
 }
 
 /* Issue a certificate signed by sk (naming issuer pk) for the holder. */
@@ -120,7 +115,7 @@ static void spine_append(struct fixture *f, const char *type, const char *serial
     struct spine_store *store;
     struct spine_input in;
     struct spine_output out = {0};
-    assert_int_equal(spine_store_open(&store, f->dir, "tel.x", 1000, err), 0);
+    assert_int_equal(spine_store_open(&store, f->tmp->dir, "tel.x", 1000, err), 0);
     assert_int_equal(spine_input_decode(msg.data, msg.size, &in, err), 0);
     assert_int_equal(spine_store_apply(store, &in, 1, &out, err), 0);
     assert_int_equal(out.n_events, 1);

@@ -13,7 +13,6 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include <ftw.h>
 #include <sodium.h>
 
 #include "event.h"
@@ -21,29 +20,25 @@
 #include "mp.h"
 #include "../../spine/spine_store.h"
 #include "spinedb.h"
+#include "tmpdir.h"
 
 #define RESEND_MS 5000
 
 struct fixture {
-    char dir[64];
+    struct tmp *tmp;            /* tmp->dir: the spine's data directory */
     struct spine_store *store;
     struct spine_output out;
 };
-
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb; (void)flag; (void)ftw;
-    return remove(path);
-}
 
 static int setup(void **state)
 {
     struct fixture *f = xcalloc(1, sizeof *f);
     char err[ERR_LEN];
-    snprintf(f->dir, sizeof f->dir, "/tmp/spine_test.XXXXXX");
-    if (!mkdtemp(f->dir))
+    void *t;
+    if (tmpdir_setup(&t, "spine_test") != 0)
         return -1;
-    if (spine_store_open(&f->store, f->dir, "tel.x", RESEND_MS, err) != 0) {
+    f->tmp = t;
+    if (spine_store_open(&f->store, f->tmp->dir, "tel.x", RESEND_MS, err) != 0) {
         fprintf(stderr, "open: %s\n", err);
         return -1;
     }
@@ -56,9 +51,9 @@ static int teardown(void **state)
     struct fixture *f = *state;
     spine_store_close(&f->store);
     spine_output_free(&f->out);
-    nftw(f->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    void *t = f->tmp;
     free(f);
-    return 0;
+    return tmpdir_teardown(&t);
 }
 
 static void reopen(struct fixture *f)
@@ -66,7 +61,7 @@ static void reopen(struct fixture *f)
     char err[ERR_LEN];
     spine_store_close(&f->store);
     assert_null(f->store);
-    assert_int_equal(spine_store_open(&f->store, f->dir, "tel.x", RESEND_MS, err), 0);
+    assert_int_equal(spine_store_open(&f->store, f->tmp->dir, "tel.x", RESEND_MS, err), 0);
 }
 
 /* Encode a message and decode it as the spine does. */
@@ -558,10 +553,10 @@ static void test_tamper_content(void **state)
     struct spinedb_verify_report rep;
     char err[ERR_LEN];
     build_chain(f);
-    assert_int_equal(verify_dir(f->dir, &rep, err), 0);
+    assert_int_equal(verify_dir(f->tmp->dir, &rep, err), 0);
     assert_int_equal(rep.n_events, 4);
-    tamper(f->dir, 3, EVENT_HASH_BYTES + 40);     /* a byte of the canonical event */
-    assert_int_equal(verify_dir(f->dir, &rep, err), 1);
+    tamper(f->tmp->dir, 3, EVENT_HASH_BYTES + 40);     /* a byte of the canonical event */
+    assert_int_equal(verify_dir(f->tmp->dir, &rep, err), 1);
     assert_int_equal(rep.bad_seq, 3);
     assert_int_equal(rep.n_events, 2);
     reopen(f);
@@ -573,8 +568,8 @@ static void test_tamper_hash(void **state)
     struct spinedb_verify_report rep;
     char err[ERR_LEN];
     build_chain(f);
-    tamper(f->dir, 2, 5);                         /* a byte of the stored hash */
-    assert_int_equal(verify_dir(f->dir, &rep, err), 1);
+    tamper(f->tmp->dir, 2, 5);                         /* a byte of the stored hash */
+    assert_int_equal(verify_dir(f->tmp->dir, &rep, err), 1);
     assert_int_equal(rep.bad_seq, 2);
     reopen(f);
 }
@@ -588,14 +583,14 @@ static void test_truncated_tail(void **state)
     char err[ERR_LEN];
     uint8_t kb[8];
     build_chain(f);
-    assert_int_equal(spinedb_open(&db, f->dir, false, err), 0);
+    assert_int_equal(spinedb_open(&db, f->tmp->dir, false, err), 0);
     assert_int_equal(mdb_txn_begin(db->env, NULL, 0, &txn), 0);
     spinedb_u64_put(4, kb);
     MDB_val k = {sizeof kb, kb};
     assert_int_equal(mdb_del(txn, db->events, &k, NULL), 0);
     assert_int_equal(mdb_txn_commit(txn), 0);
     spinedb_close(&db);
-    assert_int_equal(verify_dir(f->dir, &rep, err), 1);
+    assert_int_equal(verify_dir(f->tmp->dir, &rep, err), 1);
     assert_int_equal(rep.bad_seq, 4);
     reopen(f);
 }
@@ -605,7 +600,7 @@ static void test_readonly_missing_is_empty(void **state)
     struct fixture *f = *state;
     struct spinedb_verify_report rep;
     struct spinedb *db;
-    char err[ERR_LEN], *missing = xasprintf("%s/nothing-here", f->dir);
+    char err[ERR_LEN], *missing = xasprintf("%s/nothing-here", f->tmp->dir);
     assert_int_equal(spinedb_open(&db, missing, true, err), 0);
     assert_null(db->env);
     assert_int_equal(spinedb_verify(db, &rep, err), 0);
@@ -615,7 +610,7 @@ static void test_readonly_missing_is_empty(void **state)
     free(missing);
 
     /* Created by the spine but still empty. */
-    assert_int_equal(verify_dir(f->dir, &rep, err), 0);
+    assert_int_equal(verify_dir(f->tmp->dir, &rep, err), 0);
     assert_int_equal(rep.n_events, 0);
 }
 
