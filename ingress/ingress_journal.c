@@ -36,6 +36,7 @@
 #include "ingress_journal.h"
 #include "log.h"
 #include "msg.h"
+#include "stage.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -162,7 +163,6 @@ static int file_open(struct ingress_journal *j, uint64_t first_jseq, char *err)
 
 static int record_read(struct ingress_journal *j, const struct ingress_redeliver_entry *e,
                        struct journal_record *rec, char *err);
-static int send_now(void *sock, const msgpack_sbuffer *sb);
 
 /* Publication order: the pending list (messages in memory), then the
  * unsent ring (jseqs whose records are read back from the journal when
@@ -210,7 +210,7 @@ static void unsent_flush(struct ingress_journal *j)
             .body = rec.body, .body_len = rec.body_len,
         };
         msg_webhook_encode(&sb, &m);
-        int rc = send_now(j->push, &sb);
+        int rc = stage_send(j->push, sb.data, sb.size, ZMQ_DONTWAIT);
         msgpack_sbuffer_destroy(&sb);
         journal_record_free(&rec);
         if (rc != 0) {
@@ -259,9 +259,7 @@ static void pending_flush(struct ingress_journal *j)
 {
     while (j->push && j->p_head) {
         struct pending *p = j->p_head;
-        if (zmq_send(j->push, p->data, p->len, ZMQ_DONTWAIT) < 0) {
-            if (errno == EINTR)
-                continue;
+        if (stage_send(j->push, p->data, p->len, ZMQ_DONTWAIT) != 0) {
             if (errno != EAGAIN)
                 log_error("journal: send to verifiers: %s", zmq_strerror(errno));
             break;
@@ -517,17 +515,6 @@ static void progress_drain(struct ingress_journal *j, uint64_t now)
     }
 }
 
-/* Send one message without blocking; 0 sent, -1 (errno; EAGAIN = full). */
-static int send_now(void *sock, const msgpack_sbuffer *sb)
-{
-    for (;;) {
-        if (zmq_send(sock, sb->data, sb->size, ZMQ_DONTWAIT) >= 0)
-            return 0;
-        if (errno != EINTR)
-            return -1;
-    }
-}
-
 /* Park a poison record (first time) or re-send its park RESULT.  Returns 0
  * when the round may go on, -1 when it should stop (file not writable). */
 static int park_one(struct ingress_journal *j, const struct ingress_redeliver_entry *e,
@@ -551,7 +538,7 @@ static int park_one(struct ingress_journal *j, const struct ingress_redeliver_en
     msgpack_sbuffer_init(&sb);
     ingress_redeliver_park_encode(&sb, e->jseq, e->attempts, rec->body, rec->body_len, j->actor,
                                   path);
-    if (j->spine && send_now(j->spine, &sb) != 0 && errno != EAGAIN)
+    if (j->spine && stage_send(j->spine, sb.data, sb.size, ZMQ_DONTWAIT) != 0 && errno != EAGAIN)
         log_error("journal: send park RESULT for record %" PRIu64 ": %s", e->jseq,
                   zmq_strerror(errno));
     msgpack_sbuffer_destroy(&sb);
@@ -605,7 +592,7 @@ static void redeliver_round(struct ingress_journal *j, uint64_t now)
                 .body = rec.body, .body_len = rec.body_len,
             };
             msg_webhook_encode(&sb, &m);
-            if (send_now(j->push, &sb) != 0) {
+            if (stage_send(j->push, sb.data, sb.size, ZMQ_DONTWAIT) != 0) {
                 if (errno != EAGAIN)
                     log_error("journal: re-publish to verifiers: %s", zmq_strerror(errno));
                 stop = 1;
@@ -639,7 +626,7 @@ static void settled_send(struct ingress_journal *j, uint64_t low)
         return;
     msgpack_sbuffer_init(&sb);
     msg_settled_encode(&sb, &m);
-    if (zmq_send(j->spine, sb.data, sb.size, ZMQ_DONTWAIT) < 0 && errno != EAGAIN)
+    if (stage_send(j->spine, sb.data, sb.size, ZMQ_DONTWAIT) != 0 && errno != EAGAIN)
         log_warn("journal: send low mark to the spine: %s", zmq_strerror(errno));
     msgpack_sbuffer_destroy(&sb);
 }
