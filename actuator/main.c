@@ -89,18 +89,13 @@ static void commands_receive(struct actuator *a)
     size_t pending = actuator_http_pending(a->http);
     size_t room = pending < ACTUATOR_MAX_PENDING ? ACTUATOR_MAX_PENDING - pending : 0;
     for (size_t i = 0; i < room && i < ACTUATOR_RECV_BATCH; i++) {
-        zmq_msg_init(&msg);
-        if (zmq_msg_recv(&msg, a->pull, ZMQ_DONTWAIT) < 0) {
-            zmq_msg_close(&msg);
+        enum stage_recv_result r = stage_recv(a->pull, &msg, "commands");
+        if (r == STAGE_RECV_NONE)
             return;
-        }
-        if (zmq_msg_more(&msg)) {
-            log_error("dropping multi-part message");
-            while (zmq_msg_more(&msg) && zmq_msg_recv(&msg, a->pull, 0) >= 0)
-                ;
-        } else
+        if (r == STAGE_RECV_OK) {
             command_handle(a, zmq_msg_data(&msg), zmq_msg_size(&msg));
-        zmq_msg_close(&msg);
+            zmq_msg_close(&msg);
+        }
     }
 }
 

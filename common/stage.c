@@ -167,6 +167,35 @@ void stage_fini(struct stage *st)
     config_free(&st->cfg);
 }
 
+enum stage_recv_result stage_recv(void *sock, zmq_msg_t *m, const char *what)
+{
+    for (;;) {
+        zmq_msg_init(m);
+        if (zmq_msg_recv(m, sock, ZMQ_DONTWAIT) >= 0)
+            break;
+        int e = errno;
+        zmq_msg_close(m);
+        if (e == EINTR)
+            continue;
+        if (e != EAGAIN)
+            log_error("%s: receive: %s", what, zmq_strerror(e));
+        return STAGE_RECV_NONE;
+    }
+    if (!zmq_msg_more(m))
+        return STAGE_RECV_OK;
+    log_error("%s: dropped a multi-frame message (expected one frame)", what);
+    bool more = true;
+    while (more) {          /* the rest of it is already queued: frames arrive together */
+        zmq_msg_close(m);
+        zmq_msg_init(m);
+        if (zmq_msg_recv(m, sock, ZMQ_DONTWAIT) < 0)
+            break;
+        more = zmq_msg_more(m);
+    }
+    zmq_msg_close(m);
+    return STAGE_RECV_DROPPED;
+}
+
 int stage_send(void *sock, const void *buf, size_t len, int flags)
 {
     for (;;) {

@@ -65,4 +65,15 @@ void stage_fini(struct stage *st);
 /* Send one frame; flags as zmq_send.  0 ok, -1 (errno from zmq). */
 int stage_send(void *sock, const void *buf, size_t len, int flags) TG_MUST_CHECK;
 
+enum stage_recv_result {
+    STAGE_RECV_NONE,            /* nothing waiting (or a receive error, logged) */
+    STAGE_RECV_OK,              /* *m holds one single-frame message; close it */
+    STAGE_RECV_DROPPED,         /* a multi-frame message arrived: discarded whole, logged */
+};
+
+/* Take one message from sock without blocking.  Every stage-to-stage
+ * message is one frame, so others are dropped; what names the socket in
+ * the logs. */
+enum stage_recv_result stage_recv(void *sock, zmq_msg_t *m, const char *what);
+
 #endif

@@ -469,22 +469,14 @@ static void progress_drain(struct ingress_journal *j, uint64_t now)
     char err[ERR_LEN];
     for (int i = 0; j->sub && i < PROGRESS_DRAIN_MAX; i++) {
         zmq_msg_t m;
-        zmq_msg_init(&m);
-        if (zmq_msg_recv(&m, j->sub, ZMQ_DONTWAIT) < 0) {
-            int e = errno;
-            zmq_msg_close(&m);
-            if (e == EINTR)
-                continue;
-            if (e != EAGAIN)
-                log_error("journal: progress stream: %s", zmq_strerror(e));
+        enum stage_recv_result r = stage_recv(j->sub, &m, "journal: progress stream");
+        if (r == STAGE_RECV_NONE)
             break;
-        }
-        bool more = zmq_msg_more(&m);
+        if (r == STAGE_RECV_DROPPED)
+            continue;
         struct msg_progress p;
         int type = 0;
-        if (more) {
-            log_error("journal: dropped a multi-frame message on the progress stream");
-        } else if (msg_type_of(zmq_msg_data(&m), zmq_msg_size(&m), &type, err) != 0 ||
+        if (msg_type_of(zmq_msg_data(&m), zmq_msg_size(&m), &type, err) != 0 ||
                    type != MSG_PROGRESS) {
             if (type != 0)
                 tg_err(err, "message type %d", type);
@@ -503,15 +495,6 @@ static void progress_drain(struct ingress_journal *j, uint64_t now)
             j->last_progress_ms = now;
         }
         zmq_msg_close(&m);
-        while (more) {          /* discard the rest of a multi-frame message */
-            zmq_msg_init(&m);
-            if (zmq_msg_recv(&m, j->sub, ZMQ_DONTWAIT) < 0) {
-                zmq_msg_close(&m);
-                break;
-            }
-            more = zmq_msg_more(&m);
-            zmq_msg_close(&m);
-        }
     }
 }
 

@@ -38,21 +38,6 @@ struct spine {
     uint64_t batches, messages;
 };
 
-/* Discard the remaining frames of a multi-frame message. */
-static void drop_more(void *sock)
-{
-    int more = 1;
-    size_t sz = sizeof more;
-    while (more && zmq_getsockopt(sock, ZMQ_RCVMORE, &more, &sz) == 0 && more) {
-        zmq_msg_t m;
-        zmq_msg_init(&m);
-        int rc = zmq_msg_recv(&m, sock, ZMQ_DONTWAIT);
-        zmq_msg_close(&m);
-        if (rc < 0)
-            break;
-    }
-}
-
 /* Receive and decode up to batch_max messages without blocking. */
 static size_t drain(struct spine *sp)
 {
@@ -60,24 +45,15 @@ static size_t drain(struct spine *sp)
     char err[ERR_LEN];
     while (n < sp->batch_max) {
         zmq_msg_t m;
-        zmq_msg_init(&m);
-        if (zmq_msg_recv(&m, sp->pull, ZMQ_DONTWAIT) < 0) {
-            int e = errno;
-            zmq_msg_close(&m);
-            if (e == EINTR)
-                continue;
-            if (e != EAGAIN)
-                log_error("receive: %s", zmq_strerror(e));
+        enum stage_recv_result r = stage_recv(sp->pull, &m, "spine_endpoint");
+        if (r == STAGE_RECV_NONE)
             break;
-        }
-        if (zmq_msg_more(&m)) {
-            log_error("dropped a multi-frame message (expected one frame)");
-            drop_more(sp->pull);
-        } else if (spine_input_decode(zmq_msg_data(&m), zmq_msg_size(&m), &sp->batch[n], err) != 0) {
+        if (r == STAGE_RECV_DROPPED)
+            continue;
+        if (spine_input_decode(zmq_msg_data(&m), zmq_msg_size(&m), &sp->batch[n], err) != 0)
             log_error("dropped a malformed message: %s", err);
-        } else {
+        else
             n++;
-        }
         zmq_msg_close(&m);
     }
     return n;

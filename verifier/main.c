@@ -160,18 +160,13 @@ int main(int argc, char **argv)
             continue;
         /* Handle what is queued, but look at signals between messages. */
         for (int i = 0; i < 64 && !v.st.stopping; i++) {
-            zmq_msg_init(&msg);
-            if (zmq_msg_recv(&msg, v.pull, ZMQ_DONTWAIT) < 0) {
-                zmq_msg_close(&msg);
+            enum stage_recv_result r = stage_recv(v.pull, &msg, "webhooks");
+            if (r == STAGE_RECV_NONE)
                 break;
-            }
-            if (zmq_msg_more(&msg)) {
-                log_error("dropping multi-part message");
-                while (zmq_msg_more(&msg) && zmq_msg_recv(&msg, v.pull, 0) >= 0)
-                    ;
-            } else
+            if (r == STAGE_RECV_OK) {
                 webhook_handle(&v, zmq_msg_data(&msg), zmq_msg_size(&msg));
-            zmq_msg_close(&msg);
+                zmq_msg_close(&msg);
+            }
         }
     }
     log_info("stopping: %llu webhooks handled, %llu not processable",
