@@ -24,9 +24,10 @@ void event_id(const char *key, const char *step, char out[EVENT_ID_LEN]);
  * webhook_id "|" action: stable across retries and re-processing. */
 void command_id_make(const char *webhook_id, const char *action, char out[COMMAND_ID_LEN]);
 
-/* Append the canonical bytes of e with the spine-assigned fields to sb. */
+/* Append the canonical bytes of e with the spine-assigned fields to sb.
+ * time: the commit time as tg_rfc3339 formats it. */
 void event_canon_encode(msgpack_sbuffer *sb, const struct tg_event *e, uint64_t seq,
-                        uint64_t time_us, const uint8_t prev_hash[EVENT_HASH_BYTES]);
+                        const char *time, const uint8_t prev_hash[EVENT_HASH_BYTES]);
 /* hash = BLAKE2b-256(canonical bytes). */
 void event_hash(const uint8_t *canon, size_t len, uint8_t out[EVENT_HASH_BYTES]);
 

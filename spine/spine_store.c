@@ -41,6 +41,7 @@ struct txn_ctx {
     MDB_txn *txn;
     struct spinedb_head head;
     uint64_t now_us;
+    char now_ts[TG_RFC3339_LEN];   /* now_us formatted: every event's time */
     struct spine_output *out;
     uint64_t *marks;           /* jseqs newly marked done */
     size_t n_marks, cap_marks;
@@ -328,7 +329,7 @@ static int event_append(struct txn_ctx *c, const struct tg_event *e, bool indexe
     uint64_t n = c->head.seq + 1;
     msgpack_sbuffer sb = c->s->scratch;
     sb.size = 0;
-    event_canon_encode(&sb, e, n, c->now_us, c->head.hash);
+    event_canon_encode(&sb, e, n, c->now_ts, c->head.hash);
     c->s->scratch = sb;         /* keep what the encoder grew */
     uint8_t hash[EVENT_HASH_BYTES];
     event_hash((const uint8_t *)sb.data, sb.size, hash);
@@ -595,6 +596,7 @@ static int txn_run(struct spine_store *s, const struct spine_input *in, size_t n
 {
     struct txn_ctx c = {.s = s, .head = s->head, .now_us = tg_now_us(), .out = out,
                         .okey_next = s->okey_next};
+    tg_rfc3339(c.now_us, c.now_ts);
     size_t ev0 = out->n_events, cmd0 = out->n_commands, ack0 = out->n_acked;
     int rc = mdb_txn_begin(s->db->env, NULL, 0, &c.txn);
     if (rc)

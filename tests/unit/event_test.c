@@ -89,7 +89,7 @@ static void test_canon_round_trip(void **state)
     for (int i = 0; i < EVENT_HASH_BYTES; i++)
         prev[i] = (uint8_t)(i * 7 + 1);
     msgpack_sbuffer_init(&canon);
-    event_canon_encode(&canon, &e, 7, 1700000000123456ull, prev);
+    event_canon_encode(&canon, &e, 7, "2023-11-14T22:13:20.123456Z", prev);
     assert_int_equal(event_canon_parse((uint8_t *)canon.data, canon.size, &v, err), 0);
     assert_int_equal(v.seq, 7);
     assert_string_equal(v.type, "tel.call_verified");
@@ -98,14 +98,14 @@ static void test_canon_round_trip(void **state)
     /* Same input, same bytes, same hash; one changed field, another hash. */
     msgpack_sbuffer again;
     msgpack_sbuffer_init(&again);
-    event_canon_encode(&again, &e, 7, 1700000000123456ull, prev);
+    event_canon_encode(&again, &e, 7, "2023-11-14T22:13:20.123456Z", prev);
     assert_int_equal(again.size, canon.size);
     assert_memory_equal(again.data, canon.data, canon.size);
     event_hash((uint8_t *)canon.data, canon.size, h1);
     event_hash((uint8_t *)again.data, again.size, h2);
     assert_memory_equal(h1, h2, EVENT_HASH_BYTES);
     msgpack_sbuffer_clear(&again);
-    event_canon_encode(&again, &e, 8, 1700000000123456ull, prev);
+    event_canon_encode(&again, &e, 8, "2023-11-14T22:13:20.123456Z", prev);
     event_hash((uint8_t *)again.data, again.size, h2);
     assert_memory_not_equal(h1, h2, EVENT_HASH_BYTES);
 
@@ -125,6 +125,79 @@ static void test_canon_round_trip(void **state)
     msgpack_sbuffer_destroy(&data);
 }
 
+/* The canonical form as msgpack-c's packer makes it: the reference the
+ * one-pass encoder must match byte for byte. */
+static void packer_canon(msgpack_sbuffer *sb, const struct tg_event *e, uint64_t seq, const char *time,
+                         const uint8_t prev[EVENT_HASH_BYTES])
+{
+    msgpack_packer pk;
+    char ph[2 * EVENT_HASH_BYTES + 1];
+    tg_hex(prev, EVENT_HASH_BYTES, ph);
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 12);
+    mp_pack_kv_u64(&pk, "seq", seq);
+    mp_pack_kv_str(&pk, "time", time);
+    mp_pack_kv_str(&pk, "type", e->type);
+    mp_pack_kv_str(&pk, "actor", e->actor);
+    mp_pack_kv_str(&pk, "id", e->id);
+    mp_pack_kv_str(&pk, "webhook_id", e->webhook_id);
+    mp_pack_kv_str(&pk, "call_control_id", e->call_control_id);
+    mp_pack_kv_str(&pk, "call_session_id", e->call_session_id);
+    mp_pack_kv_str(&pk, "from", e->from);
+    mp_pack_kv_str(&pk, "to", e->to);
+    mp_pack_cstr(&pk, "data");
+    if (e->data && e->data_len)
+        msgpack_pack_str_body(&pk, e->data, e->data_len);
+    else
+        msgpack_pack_map(&pk, 0);
+    mp_pack_kv_str(&pk, "prev_hash", ph);
+}
+
+/* Every string length class (fixstr, str8, str16, str32), every integer
+ * class of seq, NULL fields, no data: the same bytes as msgpack-c. */
+static void test_canon_matches_msgpack_c(void **state)
+{
+    (void)state;
+    static const size_t lens[] = {0, 1, 31, 32, 255, 256, 65535, 65536, 70000};
+    static const uint64_t seqs[] = {0, 127, 128, 255, 256, 65535, 65536, 4294967295ull, 4294967296ull,
+                                    UINT64_MAX};
+    uint8_t prev[EVENT_HASH_BYTES];
+    msgpack_sbuffer data, got, want;
+    char *big = malloc(70001);
+    assert_non_null(big);
+    memset(big, 'x', 70000);
+    for (int i = 0; i < EVENT_HASH_BYTES; i++)
+        prev[i] = (uint8_t)(255 - i);
+    struct tg_event e = sample_event(&data);
+    msgpack_sbuffer_init(&got);
+    msgpack_sbuffer_init(&want);
+    for (size_t l = 0; l < sizeof lens / sizeof lens[0]; l++) {
+        for (size_t q = 0; q < sizeof seqs / sizeof seqs[0]; q++) {
+            big[lens[l]] = '\0';
+            struct tg_event f = e;
+            f.from = big;                                   /* every length class */
+            f.call_session_id = l % 2 ? NULL : "cs";        /* nil and not */
+            if (q % 3 == 0) {
+                f.data = NULL;                              /* empty map */
+                f.data_len = 0;
+            }
+            msgpack_sbuffer_clear(&got);
+            msgpack_sbuffer_clear(&want);
+            msgpack_sbuffer_write(&got, "prefix", 6);       /* appends after what is there */
+            msgpack_sbuffer_write(&want, "prefix", 6);
+            event_canon_encode(&got, &f, seqs[q], "2023-11-14T22:13:20.000000Z", prev);
+            packer_canon(&want, &f, seqs[q], "2023-11-14T22:13:20.000000Z", prev);
+            assert_int_equal(got.size, want.size);
+            assert_memory_equal(got.data, want.data, want.size);
+            big[lens[l]] = 'x';
+        }
+    }
+    free(big);
+    msgpack_sbuffer_destroy(&got);
+    msgpack_sbuffer_destroy(&want);
+    msgpack_sbuffer_destroy(&data);
+}
+
 static void test_json_has_spec_keys(void **state)
 {
     (void)state;
@@ -138,7 +211,7 @@ static void test_json_has_spec_keys(void **state)
     char err[ERR_LEN], *json = NULL, needle[64], hex[2 * EVENT_HASH_BYTES + 1];
 
     msgpack_sbuffer_init(&canon);
-    event_canon_encode(&canon, &e, 1, 1700000000000000ull, prev);
+    event_canon_encode(&canon, &e, 1, "2023-11-14T22:13:20.000000Z", prev);
     event_hash((uint8_t *)canon.data, canon.size, h);
     assert_int_equal(event_to_json((uint8_t *)canon.data, canon.size, h, &json, err), 0);
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
@@ -187,7 +260,7 @@ static void test_non_canonical_rejected(void **state)
     char err[ERR_LEN], *json;
 
     msgpack_sbuffer_init(&canon);
-    event_canon_encode(&canon, &e, 3, 1700000000000000ull, prev);
+    event_canon_encode(&canon, &e, 3, "2023-11-14T22:13:20.000000Z", prev);
 
     swap_keys(&canon, 2, 3, &bad);              /* type <-> actor */
     assert_int_equal(event_canon_parse((uint8_t *)bad.data, bad.size, &v, err), -1);
@@ -222,6 +295,7 @@ int main(void)
         cmocka_unit_test(test_event_id_deterministic),
         cmocka_unit_test(test_command_id_shape),
         cmocka_unit_test(test_canon_round_trip),
+        cmocka_unit_test(test_canon_matches_msgpack_c),
         cmocka_unit_test(test_json_has_spec_keys),
         cmocka_unit_test(test_non_canonical_rejected),
     };
