@@ -32,6 +32,13 @@ struct spine {
     struct spine_input *batch;
     size_t batch_max;
     struct spine_output out;
+    /* A committed batch whose events and acknowledgement wait for the next
+     * commit to make it durable (see finish_batch), with the progress report
+     * encoded at its commit. */
+    struct spine_output held;
+    uint64_t held_commit;
+    msgpack_sbuffer held_progress;
+    bool holding;
     bool actuator_blocked;
     uint64_t *deferred;         /* ring of outbox keys, oldest at d_head */
     size_t d_head, d_len;
@@ -63,12 +70,13 @@ static size_t drain(struct spine *sp)
  * Tell the ingress what is processed: after a batch, the jseqs its RESULTs
  * carried (acked, new or repeated); once a second, the low watermark and the
  * first done jseqs above it.  A lost report only delays an acknowledgement:
- * the ingress re-publishes, and the repeat is acknowledged again.
+ * the ingress re-publishes, and the repeat is acknowledged again.  The
+ * report reflects the store as it is now, so it is encoded right after the
+ * batch's commit and sent once that commit is durable.
  */
-static void publish_progress(struct spine *sp, const struct spine_output *batch)
+static void progress_encode(struct spine *sp, const struct spine_output *batch, msgpack_sbuffer *sb)
 {
     struct msg_progress p;
-    msgpack_sbuffer sb;
     spine_store_progress(sp->store, &p, batch ? 0 : SPINE_PROGRESS_DONE_MAX);
     if (batch && batch->n_acked) {
         free(p.done);
@@ -76,18 +84,29 @@ static void publish_progress(struct spine *sp, const struct spine_output *batch)
         memcpy(p.done, batch->acked, batch->n_acked * sizeof *p.done);
         p.n_done = batch->n_acked;
     }
-    msgpack_sbuffer_init(&sb);
-    msg_progress_encode(&sb, &p);
-    if (stage_send(sp->progress_pub, sb.data, sb.size, ZMQ_DONTWAIT) != 0)
-        log_warn("publish progress: %s", zmq_strerror(errno));
-    msgpack_sbuffer_destroy(&sb);
+    msg_progress_encode(sb, &p);
     msg_progress_free(&p);
 }
 
-static void publish_events(struct spine *sp)
+static void progress_send(struct spine *sp, const msgpack_sbuffer *sb)
 {
-    for (size_t i = 0; i < sp->out.n_events; i++) {
-        const struct spine_committed *e = &sp->out.events[i];
+    if (stage_send(sp->progress_pub, sb->data, sb->size, ZMQ_DONTWAIT) != 0)
+        log_warn("publish progress: %s", zmq_strerror(errno));
+}
+
+static void publish_progress(struct spine *sp, const struct spine_output *batch)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    progress_encode(sp, batch, &sb);
+    progress_send(sp, &sb);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+static void publish_events(struct spine *sp, const struct spine_output *out)
+{
+    for (size_t i = 0; i < out->n_events; i++) {
+        const struct spine_committed *e = &out->events[i];
         msgpack_sbuffer sb;
         msgpack_sbuffer_init(&sb);
         event_full_pack_own(&sb, e->canon, e->len, e->hash);
@@ -161,29 +180,76 @@ static void send_commands(struct spine *sp, const struct tg_command *cmds, size_
         sp->actuator_blocked = true;
 }
 
+/* Publish the held batch, syncing first unless a later commit already made
+ * it durable. */
+static void release_held(struct spine *sp)
+{
+    char err[ERR_LEN];
+    if (!sp->holding)
+        return;
+    if (!spine_store_durable(sp->store, sp->held_commit) && spine_store_sync(sp->store, err) != 0) {
+        log_error("%s: batch not published nor acknowledged (the ingress re-publishes it)", err);
+    } else {
+        publish_events(sp, &sp->held);
+        progress_send(sp, &sp->held_progress);
+    }
+    spine_output_reset(&sp->held);
+    sp->held_progress.size = 0;
+    sp->holding = false;
+}
+
+static bool input_waiting(struct spine *sp)
+{
+    int events = 0;
+    size_t len = sizeof events;
+    return zmq_getsockopt(sp->pull, ZMQ_EVENTS, &events, &len) == 0 && (events & ZMQ_POLLIN);
+}
+
+/*
+ * After a batch's commit: events and acknowledgements go out only once the
+ * commit is durable.  When more input is already waiting, the batch is held
+ * instead of synced: the next commit's data sync makes it durable for free
+ * (spine_store_durable), so under load a commit costs one sync, not two.
+ * When nothing waits, the batch is synced and published at once.
+ */
+static void finish_batch(struct spine *sp)
+{
+    char err[ERR_LEN];
+    release_held(sp);           /* durable now if this commit wrote anything */
+    if (input_waiting(sp)) {
+        struct spine_output t = sp->held;
+        sp->held = sp->out;
+        sp->out = t;
+        sp->held_commit = spine_store_last_commit(sp->store);
+        progress_encode(sp, &sp->held, &sp->held_progress);
+        sp->holding = true;
+    } else if (spine_store_sync(sp->store, err) == 0) {
+        publish_events(sp, &sp->out);
+        publish_progress(sp, &sp->out);
+    } else {
+        log_error("%s: batch not published nor acknowledged (the ingress re-publishes it)", err);
+    }
+}
+
 /* Receive, commit, publish one batch.  Returns the number of messages. */
 static size_t process_batch(struct spine *sp)
 {
     char err[ERR_LEN];
     size_t n = drain(sp);
-    if (n == 0)
+    if (n == 0) {
+        release_held(sp);
         return 0;
+    }
     sp->batches++;
     sp->messages += n;
     if (spine_store_apply(sp->store, sp->batch, n, &sp->out, err) != 0)
         log_error("batch partly applied: %s", err);
     /* Commands first, once the commit's data pages are synced: they are what
      * a caller waits for, and re-deciding them after a power cut that undoes
-     * the commit yields the same command_ids (protocol.md 6.1).  Events and
-     * acknowledgements wait until the commit is durable. */
+     * the commit yields the same command_ids (protocol.md 6.1). */
     send_commands(sp, sp->out.commands, sp->out.n_commands);
-    if (spine_store_sync(sp->store, err) == 0) {
-        publish_events(sp);
-        publish_progress(sp, &sp->out);
-    } else {
-        log_error("%s: batch not published nor acknowledged (the ingress re-publishes it)", err);
-    }
     log_debug("batch: %zu messages, %zu events, %zu commands", n, sp->out.n_events, sp->out.n_commands);
+    finish_batch(sp);
     for (size_t i = 0; i < n; i++)
         spine_input_free(&sp->batch[i]);
     spine_output_reset(&sp->out);
@@ -251,6 +317,7 @@ int main(int argc, char **argv)
     while (!sp.st.stopping) {
         uint64_t now = tg_mono_ms();
         if (now >= next_tick) {
+            release_held(&sp);  /* the watermark below must be durable */
             resend_outbox(&sp);
             publish_progress(&sp, NULL);
             status_write(&sp);
@@ -260,9 +327,12 @@ int main(int argc, char **argv)
             {.socket = sp.pull, .events = ZMQ_POLLIN},
             {.socket = sp.actuator, .events = ZMQ_POLLOUT},     /* only while commands wait */
         };
-        int rc = stage_poll(&sp.st, items, sp.d_len ? 2 : 1, (long)(next_tick - now));
+        /* A held batch is published as soon as no more input comes. */
+        int rc = stage_poll(&sp.st, items, sp.d_len ? 2 : 1, sp.holding ? 0 : (long)(next_tick - now));
         if (rc < 0)
             log_fatal("poll: %s", zmq_strerror(errno));
+        if (rc == 0)
+            release_held(&sp);
         if (rc > 0 && (items[0].revents & ZMQ_POLLIN))
             process_batch(&sp);
         if (sp.d_len && (items[1].revents & ZMQ_POLLOUT))
@@ -279,6 +349,7 @@ int main(int argc, char **argv)
     uint64_t deadline = tg_mono_ms() + STOP_DRAIN_MS;
     while (tg_mono_ms() < deadline && process_batch(&sp) > 0)
         ;
+    release_held(&sp);
     publish_progress(&sp, NULL);
 
     spine_store_head(sp.store, &head);
@@ -287,6 +358,8 @@ int main(int argc, char **argv)
     zmq_close(sp.progress_pub);
     zmq_close(sp.actuator);
     spine_output_free(&sp.out);
+    spine_output_free(&sp.held);
+    msgpack_sbuffer_destroy(&sp.held_progress);
     free(sp.batch);
     free(sp.deferred);
     spine_store_close(&sp.store);

@@ -32,6 +32,8 @@ struct spine_store {
     size_t n_done, cap_done;
     void *sent;                /* tsearch tree of struct sent_entry */
     uint64_t okey_next;        /* next outbox key (persisted in meta) */
+    uint64_t last_txnid;       /* LMDB id of the last commit */
+    uint64_t synced_txnid;     /* every commit up to this id is durable */
     msgpack_sbuffer scratch;   /* reused encoding buffer (no 8 KiB malloc per event) */
 };
 
@@ -591,6 +593,23 @@ static void ctx_free(struct txn_ctx *c)
 }
 
 /* Apply in[0..n) in one transaction and commit; all or nothing. */
+/*
+ * After a commit: a commit that wrote anything synced its data pages
+ * (MDB_NOMETASYNC skips only the meta page's sync), and that sync also
+ * flushed the meta page every earlier commit wrote.  So all commits before
+ * the newest are durable.  A commit with nothing to write is not a commit
+ * at all for LMDB (the transaction id does not move).
+ */
+static void note_commit(struct spine_store *s)
+{
+    MDB_envinfo info;
+    if (mdb_env_info(s->db->env, &info) != 0 || (uint64_t)info.me_last_txnid <= s->last_txnid)
+        return;
+    s->last_txnid = (uint64_t)info.me_last_txnid;
+    if (s->synced_txnid < s->last_txnid - 1)
+        s->synced_txnid = s->last_txnid - 1;
+}
+
 static int txn_run(struct spine_store *s, const struct spine_input *in, size_t n, struct spine_output *out,
                    char *err)
 {
@@ -621,6 +640,7 @@ static int txn_run(struct spine_store *s, const struct spine_input *in, size_t n
         spinedb_err(err, "spine db commit", rc);
         goto fail;
     }
+    note_commit(s);
     s->head = c.head;
     s->okey_next = c.okey_next;
     if (c.settled)
@@ -736,6 +756,15 @@ int spine_store_open(struct spine_store **out, const char *data_dir, const char 
         return -1;
     }
     mdb_txn_abort(txn);
+    /* A spine that stopped without its last meta sync left that commit in
+     * the page cache only: sync it before it counts as durable. */
+    MDB_envinfo info;
+    if ((rc = mdb_env_sync(s->db->env, 1)) != 0 || (rc = mdb_env_info(s->db->env, &info)) != 0) {
+        spinedb_err(err, "spine db sync", rc);
+        spine_store_close(&s);
+        return -1;
+    }
+    s->last_txnid = s->synced_txnid = (uint64_t)info.me_last_txnid;
     *out = s;
     return 0;
 }
@@ -756,8 +785,22 @@ void spine_store_close(struct spine_store **sp)
 
 int spine_store_sync(struct spine_store *s, char *err)
 {
+    uint64_t last = s->last_txnid;
     int rc = mdb_env_sync(s->db->env, 1);
-    return rc ? spinedb_err(err, "spine db sync", rc) : 0;
+    if (rc)
+        return spinedb_err(err, "spine db sync", rc);
+    s->synced_txnid = last;
+    return 0;
+}
+
+uint64_t spine_store_last_commit(const struct spine_store *s)
+{
+    return s->last_txnid;
+}
+
+bool spine_store_durable(const struct spine_store *s, uint64_t commit)
+{
+    return commit <= s->synced_txnid;
 }
 
 void spine_store_head(const struct spine_store *s, struct spinedb_head *h)

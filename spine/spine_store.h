@@ -101,6 +101,18 @@ int spine_store_apply(struct spine_store *s, const struct spine_input *in, size_
 /* Make every commit durable (sync the meta page).  0, or -1 with err. */
 int spine_store_sync(struct spine_store *s, char *err) TG_MUST_CHECK;
 
+/*
+ * Commits are numbered (LMDB transaction ids).  spine_store_last_commit: the
+ * number of the newest commit (after spine_store_apply, the one holding its
+ * output).  spine_store_durable: is commit n durable?  True after
+ * spine_store_sync, and for every commit but the newest once a later commit
+ * wrote anything: that commit's data sync also flushed the earlier meta
+ * pages.  So under load the spine needs no meta sync of its own
+ * (protocol.md 4).
+ */
+uint64_t spine_store_last_commit(const struct spine_store *s);
+bool spine_store_durable(const struct spine_store *s, uint64_t commit);
+
 /* The current head (last committed seq and hash). */
 void spine_store_head(const struct spine_store *s, struct spinedb_head *h);
 
