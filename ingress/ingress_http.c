@@ -31,7 +31,38 @@ struct ingress_http {
     int64_t tolerance_s;
     struct ingress_journal *_Atomic journal;   /* NULL until attached */
     struct ingress_metrics *metrics;
+    int threads;                    /* CivetWeb workers (http_threads) */
+    atomic_int connections;         /* connections a worker holds now */
 };
+
+/*
+ * CivetWeb gives each open connection a worker thread for as long as it stays
+ * open; further connections wait in its queue, unseen by any handler.  With
+ * more keep-alive connections than workers, those waited until some client
+ * closed: seconds, past Telnyx's deadline.  So while every worker holds a
+ * connection, each answer closes its connection and the worker takes the
+ * next one in the queue: no connection waits longer than the requests ahead
+ * of it.
+ */
+static int on_init_connection(const struct mg_connection *c, void **conn_data)
+{
+    struct ingress_http *h = mg_get_user_data(mg_get_context(c));
+    *conn_data = NULL;
+    atomic_fetch_add(&h->connections, 1);
+    return 0;
+}
+
+static void on_connection_closed(const struct mg_connection *c)
+{
+    struct ingress_http *h = mg_get_user_data(mg_get_context(c));
+    atomic_fetch_sub(&h->connections, 1);
+}
+
+static bool all_workers_busy(const struct mg_connection *c)
+{
+    const struct ingress_http *h = mg_get_user_data(mg_get_context(c));
+    return atomic_load(&h->connections) >= h->threads;
+}
 
 /* ---- answers ---- */
 
@@ -45,7 +76,8 @@ static void send_answer(struct mg_connection *c, int status, const char *ctype, 
 {
     char small[1024];
 
-    close = close || status == 401;     /* CivetWeb closes after a 401 anyway: say so */
+    /* CivetWeb closes after a 401 anyway: say so. */
+    close = close || status == 401 || all_workers_busy(c);
     if (close)
         mg_disable_connection_keep_alive(c);
     char *text = small;
@@ -327,6 +359,7 @@ int ingress_http_start(const struct ingress_http_opts *opts, struct ingress_http
     h->max_body_bytes = opts->max_body_bytes;
     h->tolerance_s = opts->tolerance_s;
     h->metrics = opts->metrics;
+    h->threads = (int)opts->threads;
 
     snprintf(threads, sizeof threads, "%" PRId64, opts->threads);
     snprintf(timeout, sizeof timeout, "%" PRId64, opts->request_timeout_ms);
@@ -350,6 +383,8 @@ int ingress_http_start(const struct ingress_http_opts *opts, struct ingress_http
     struct mg_callbacks cb;
     memset(&cb, 0, sizeof cb);
     cb.log_message = on_log_message;
+    cb.init_connection = on_init_connection;
+    cb.connection_closed = on_connection_closed;
     struct mg_init_data init = {.callbacks = &cb, .user_data = h, .configuration_options = options};
     struct mg_error_data edata = {.code = &ecode, .text = etext, .text_buffer_size = sizeof etext};
 

@@ -296,3 +296,54 @@ def test_signed_webhook_accepted_in_unsigned_mode_too(make_gate):
     status, _, raw = g.post(body, sign_headers(seed, body))
     assert status == 200, raw
     assert g.proc("ingress").alive()
+
+
+# --- more connections than workers ----------------------------------------------
+
+def keepalive_get(sock, path="/health"):
+    """One GET on an open keep-alive connection: (status, headers text)."""
+    sock.sendall(("GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % path).encode())
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(4096)
+        assert chunk, "connection closed before an answer"
+        buf += chunk
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))
+    while len(rest) < length:
+        chunk = sock.recv(4096)
+        assert chunk, "connection closed inside the body"
+        rest += chunk
+    return int(head.split()[1]), head.decode("latin-1")
+
+
+def test_connections_beyond_workers_are_served(make_gate):
+    """CivetWeb gives each open connection a worker; one more connection
+    than workers used to wait until an idle keep-alive connection timed
+    out.  While every worker holds a connection, answers close theirs."""
+    threads = 4
+    g = make_gate(standin=False, conf={"allow_unsigned_webhooks": "true", "http_threads": threads},
+                  stages=("ingress",))
+    held = []
+    try:
+        for i in range(threads):
+            s = socket.create_connection(("127.0.0.1", g.http_port), timeout=5)
+            status, head = keepalive_get(s)
+            assert status == 200, head
+            closing = re.search(r"(?im)^connection:\s*close", head) is not None
+            # The last one is answered while every worker holds a connection.
+            assert closing == (i == threads - 1), "answer %d: %s" % (i, head)
+            held.append(s)
+        # Workers of the kept-alive connections wait for a next request; the
+        # closed one's worker is free: a new connection is served at once,
+        # not after the keep-alive timeout of an idle one.
+        extra = socket.create_connection(("127.0.0.1", g.http_port), timeout=5)
+        held.append(extra)
+        t0 = time.monotonic()
+        status, head = keepalive_get(extra)
+        assert status == 200, head
+        assert time.monotonic() - t0 < 1.5, "waited for a keep-alive timeout"
+    finally:
+        for s in held:
+            s.close()
+    helpers.wait_until(lambda: http_req(g.http_port, "GET", "/health")[0] == 200, 5, what="health")
