@@ -28,6 +28,7 @@ struct actuator {
     void *pull, *push;
     struct actuator_http *http;
     uint64_t received, duplicates, outcomes;
+    msgpack_sbuffer wire;       /* reused: a fresh msgpack-c buffer allocates 8 KiB */
 };
 
 static void command_handle(struct actuator *a, const void *buf, size_t len)
@@ -69,15 +70,13 @@ static void outcomes_send(struct actuator *a)
 {
     struct msg_outcome o;
     while (actuator_http_outcome_pop(a->http, &o)) {
-        msgpack_sbuffer sb;
-        msgpack_sbuffer_init(&sb);
-        msg_outcome_encode(&sb, &o);
-        if (stage_send(a->push, sb.data, sb.size, ZMQ_DONTWAIT) != 0)
+        msgpack_sbuffer_clear(&a->wire);
+        msg_outcome_encode(&a->wire, &o);
+        if (stage_send(a->push, a->wire.data, a->wire.size, ZMQ_DONTWAIT) != 0)
             log_error("OUTCOME of %s not sent to the spine: %s (the spine will re-send the command)",
                       o.command_id, zmq_strerror(errno));
         else
             a->outcomes++;
-        msgpack_sbuffer_destroy(&sb);
         msg_outcome_free(&o);
     }
 }
@@ -169,6 +168,7 @@ int main(int argc, char **argv)
              (unsigned long long)a.received, (unsigned long long)a.duplicates,
              (unsigned long long)a.outcomes, left);
     actuator_http_free(&a.http);
+    msgpack_sbuffer_destroy(&a.wire);
     zmq_close(a.pull);
     zmq_close(a.push);
     stage_fini(&a.st);

@@ -43,6 +43,10 @@ struct spine {
     uint64_t *deferred;         /* ring of outbox keys, oldest at d_head */
     size_t d_head, d_len;
     uint64_t batches, messages;
+    uint64_t db_work;           /* commits and outbox reads: each maps database pages */
+    /* Encoding buffer reused for every message sent (msgpack-c's first write
+     * into a fresh buffer allocates 8 KiB). */
+    msgpack_sbuffer wire;
 };
 
 /* Receive and decode up to batch_max messages without blocking. */
@@ -96,37 +100,31 @@ static void progress_send(struct spine *sp, const msgpack_sbuffer *sb)
 
 static void publish_progress(struct spine *sp, const struct spine_output *batch)
 {
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    progress_encode(sp, batch, &sb);
-    progress_send(sp, &sb);
-    msgpack_sbuffer_destroy(&sb);
+    msgpack_sbuffer_clear(&sp->wire);
+    progress_encode(sp, batch, &sp->wire);
+    progress_send(sp, &sp->wire);
 }
 
 static void publish_events(struct spine *sp, const struct spine_output *out)
 {
     for (size_t i = 0; i < out->n_events; i++) {
         const struct spine_committed *e = &out->events[i];
-        msgpack_sbuffer sb;
-        msgpack_sbuffer_init(&sb);
-        event_full_pack_own(&sb, e->canon, e->len, e->hash);
+        msgpack_sbuffer_clear(&sp->wire);
+        event_full_pack_own(&sp->wire, e->canon, e->len, e->hash);
         if (stage_send(sp->events_pub, e->type, strlen(e->type), ZMQ_SNDMORE | ZMQ_DONTWAIT) != 0 ||
-            stage_send(sp->events_pub, sb.data, sb.size, ZMQ_DONTWAIT) != 0)
+            stage_send(sp->events_pub, sp->wire.data, sp->wire.size, ZMQ_DONTWAIT) != 0)
             log_warn("event %" PRIu64 " not published: %s", e->seq, zmq_strerror(errno));
-        msgpack_sbuffer_destroy(&sb);
     }
 }
 
 /* Try to hand one command to the actuator: 0 sent, -1 not now (full queue or error). */
 static int command_send(struct spine *sp, const struct tg_command *cmd)
 {
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    msg_command_encode(&sb, cmd);
-    int rc = stage_send(sp->actuator, sb.data, sb.size, ZMQ_DONTWAIT);
+    msgpack_sbuffer_clear(&sp->wire);
+    msg_command_encode(&sp->wire, cmd);
+    int rc = stage_send(sp->actuator, sp->wire.data, sp->wire.size, ZMQ_DONTWAIT);
     if (rc != 0 && errno != EAGAIN)
         log_error("send command %s: %s", cmd->command_id, zmq_strerror(errno));
-    msgpack_sbuffer_destroy(&sb);
     return rc;
 }
 
@@ -142,6 +140,8 @@ static void deferred_push(struct spine *sp, uint64_t okey)
 static void deferred_flush(struct spine *sp)
 {
     char err[ERR_LEN];
+    if (sp->d_len)
+        sp->db_work++;
     while (sp->d_len) {
         struct tg_command cmd;
         int found = spine_store_outbox_get(sp->store, sp->deferred[sp->d_head], &cmd, err);
@@ -241,6 +241,7 @@ static size_t process_batch(struct spine *sp)
         return 0;
     }
     sp->batches++;
+    sp->db_work++;
     sp->messages += n;
     if (spine_store_apply(sp->store, sp->batch, n, &sp->out, err) != 0)
         log_error("batch partly applied: %s", err);
@@ -278,6 +279,7 @@ static void resend_outbox(struct spine *sp)
     char err[ERR_LEN];
     if (sp->d_len)
         return;     /* the actuator is backed up; re-send once it has taken what waits */
+    sp->db_work++;
     if (spine_store_outbox_due(sp->store, tg_now_ms(), RESEND_MAX, &cmds, &n, err) != 0) {
         log_error("outbox scan: %s", err);
         return;
@@ -309,11 +311,12 @@ int main(int argc, char **argv)
     sp.progress_pub = stage_socket(&sp.st, ZMQ_PUB, cfg->progress_endpoint, true, 0);
     sp.actuator = stage_socket(&sp.st, ZMQ_PUSH, cfg->actuator_endpoint, false, 0);
 
+    sp.db_work = 1;             /* opening read the watermark and the outbox */
     spine_store_head(sp.store, &head);
     log_info("started: head seq %" PRIu64 ", %ld commands in the outbox", head.seq,
              spine_store_outbox_count(sp.store));
 
-    uint64_t next_tick = tg_mono_ms(), next_unmap = next_tick, unmapped_batches = 0;
+    uint64_t next_tick = tg_mono_ms(), next_unmap = next_tick, unmapped_work = 0;
     while (!sp.st.stopping) {
         uint64_t now = tg_mono_ms();
         if (now >= next_tick) {
@@ -338,9 +341,9 @@ int main(int argc, char **argv)
         if (sp.d_len && (items[1].revents & ZMQ_POLLOUT))
             deferred_flush(&sp);
         /* Often under load: each commit maps megabytes of moved tree pages. */
-        if (sp.batches != unmapped_batches && tg_mono_ms() >= next_unmap) {
+        if (sp.db_work != unmapped_work && tg_mono_ms() >= next_unmap) {
             spinedb_unmap_pages(spine_store_db(sp.store));
-            unmapped_batches = sp.batches;
+            unmapped_work = sp.db_work;
             next_unmap = tg_mono_ms() + UNMAP_MS;
         }
     }
@@ -360,6 +363,7 @@ int main(int argc, char **argv)
     spine_output_free(&sp.out);
     spine_output_free(&sp.held);
     msgpack_sbuffer_destroy(&sp.held_progress);
+    msgpack_sbuffer_destroy(&sp.wire);
     free(sp.batch);
     free(sp.deferred);
     spine_store_close(&sp.store);

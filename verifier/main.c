@@ -26,17 +26,16 @@ struct verifier {
     struct verifier_certs *certs;
     const struct verifier_policy *policy;
     uint64_t handled, failed;
+    msgpack_sbuffer wire;       /* reused: a fresh msgpack-c buffer allocates 8 KiB */
 };
 
 static void result_send(struct verifier *v, const struct msg_result *res)
 {
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    msg_result_encode(&sb, res);
-    if (stage_send(v->push, sb.data, sb.size, 0) != 0)
+    msgpack_sbuffer_clear(&v->wire);
+    msg_result_encode(&v->wire, res);
+    if (stage_send(v->push, v->wire.data, v->wire.size, 0) != 0)
         log_error("RESULT for jseq %llu not sent to the spine: %s (the ingress will re-deliver)",
                   (unsigned long long)res->jseq, zmq_strerror(errno));
-    msgpack_sbuffer_destroy(&sb);
 }
 
 /*
@@ -175,6 +174,7 @@ int main(int argc, char **argv)
     zmq_close(v.push);
     numbers_watch_close(&v.numbers);
     verifier_certs_close(&v.certs);
+    msgpack_sbuffer_destroy(&v.wire);
     stage_fini(&v.st);
     return 0;
 }
