@@ -5,6 +5,7 @@
 #include "log.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
@@ -118,7 +119,19 @@ int stage_poll(struct stage *st, zmq_pollitem_t *items, int n, long timeout_ms)
         }
         rc--;
     }
+    stage_heap_trim(st, rc > 0);
     return rc;
+}
+
+void stage_heap_trim(struct stage *st, bool worked)
+{
+    st->worked = st->worked || worked;
+    uint64_t now = tg_mono_ms();
+    if (!st->worked || now < st->trim_due_ms)
+        return;
+    malloc_trim(0);
+    st->worked = false;
+    st->trim_due_ms = now + STAGE_TRIM_MS;
 }
 
 bool stage_status_due(const struct stage *st)

@@ -23,9 +23,12 @@ struct stage {
     uint64_t started_ms;      /* wall clock at stage_init */
     uint64_t status_due_ms;   /* monotonic: next status file write */
     char *status_path;        /* DATA_DIR/run/status/<name>-<pid>.json */
+    bool worked;              /* input handled since the last heap trim */
+    uint64_t trim_due_ms;     /* monotonic: earliest next heap trim */
 };
 
 #define STAGE_STATUS_PERIOD_MS 1000
+#define STAGE_TRIM_MS 100
 
 /*
  * Parse `-c PATH` and `-h`, load the configuration (prints one line and exits
@@ -75,5 +78,15 @@ enum stage_recv_result {
  * message is one frame, so others are dropped; what names the socket in
  * the logs. */
 enum stage_recv_result stage_recv(void *sock, zmq_msg_t *m, const char *what);
+
+/*
+ * Hand freed heap memory back to the system (malloc_trim) if worked is set
+ * or input was handled since the last trim, at most every STAGE_TRIM_MS.
+ * A batch frees memory all over the heap and glibc returns only its top, so
+ * without this a stage's RSS keeps the high-water mark of its busiest
+ * moment.  stage_poll calls it (input = worked); a stage whose work happens
+ * outside stage_poll (the ingress) calls it itself.
+ */
+void stage_heap_trim(struct stage *st, bool worked);
 
 #endif

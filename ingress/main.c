@@ -186,6 +186,7 @@ int main(int argc, char **argv)
     while (!st.stopping) {
         if (stage_poll(&st, none, 0, STAGE_STATUS_PERIOD_MS) < 0)
             log_fatal("poll: %s", zmq_strerror(zmq_errno()));
+        stage_heap_trim(&st, true);     /* the work happens in the HTTP and journal threads */
         status_write(&st, &metrics);
     }
 

@@ -1,12 +1,14 @@
 /*
- * stage_test.c - unit tests for the shared receive helper of common/stage.c:
- * one single-frame message at a time, multi-frame messages dropped whole,
- * nothing waiting reported as such.
+ * stage_test.c - unit tests for common/stage.c: the shared receive helper
+ * (one single-frame message at a time, multi-frame messages dropped whole,
+ * nothing waiting reported as such) and the heap trim.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 
@@ -77,9 +79,65 @@ static void test_recv(void **state)
     assert_int_equal(stage_recv(p->pull, &m, "test"), STAGE_RECV_NONE);
 }
 
+/* Resident anonymous memory of this process, kB. */
+static long rss_anon_kb(void)
+{
+    char line[256];
+    long kb = -1;
+    FILE *f = fopen("/proc/self/status", "r");
+    assert_non_null(f);
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "RssAnon: %ld kB", &kb) == 1)
+            break;
+    fclose(f);
+    return kb;
+}
+
+#define TRIM_CHUNKS 256
+
+/* Memory freed in the middle of the heap stays resident until trimmed;
+ * the trim runs only after work, and at most every STAGE_TRIM_MS. */
+static void test_heap_trim(void **state)
+{
+    (void)state;
+#ifdef __SANITIZE_ADDRESS__
+    skip();                                     /* ASan's allocator has no glibc heap to trim */
+#endif
+    static char *big[TRIM_CHUNKS], *pin[TRIM_CHUNKS];
+    struct stage st;
+    memset(&st, 0, sizeof st);
+    for (int i = 0; i < TRIM_CHUNKS; i++) {     /* 16 MB in 64 KB chunks (below the mmap threshold), each pinned by a small one */
+        big[i] = malloc(64000);
+        pin[i] = malloc(16);
+        assert_non_null(big[i]);
+        assert_non_null(pin[i]);
+        memset(big[i], 1, 64000);
+    }
+    for (int i = 0; i < TRIM_CHUNKS; i++)
+        free(big[i]);
+    long before = rss_anon_kb();
+    assert_true(before > 12 * 1024);            /* freed, but still resident */
+
+    stage_heap_trim(&st, false);                /* no work: nothing to give back */
+    assert_true(rss_anon_kb() > before - 4096);
+    st.trim_due_ms = tg_mono_ms() + 60000;
+    stage_heap_trim(&st, true);                 /* work, but the last trim is too recent */
+    assert_true(rss_anon_kb() > before - 4096);
+    assert_true(st.worked);                     /* owed */
+
+    st.trim_due_ms = 0;
+    stage_heap_trim(&st, false);                /* due now, for the earlier work */
+    assert_false(st.worked);
+    assert_true(st.trim_due_ms > 0);
+    assert_true(rss_anon_kb() < before - 8192); /* most of the 16 MB went back */
+    for (int i = 0; i < TRIM_CHUNKS; i++)
+        free(pin[i]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_heap_trim),       /* first: on a heap nothing else freed into */
         cmocka_unit_test_setup_teardown(test_recv, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
