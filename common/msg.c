@@ -45,14 +45,47 @@ fail:
     return -1;
 }
 
+/*
+ * Every encoder writes the envelope first (pack_header): a map whose first
+ * entries are "v" and "t", both small integers.  Read them straight from the
+ * bytes, so a message is not unpacked twice (here and by its decoder, which
+ * checks everything again).  Anything laid out otherwise takes the full
+ * unpack below.
+ */
+static bool peek_header(const uint8_t *p, size_t len, uint64_t *v, uint64_t *t)
+{
+    size_t i, n;
+    if (len >= 1 && (p[0] & 0xf0) == 0x80) {
+        n = p[0] & 0x0f;                                /* fixmap */
+        i = 1;
+    } else if (len >= 3 && p[0] == 0xde) {
+        n = (size_t)p[1] << 8 | p[2];                   /* map 16 */
+        i = 3;
+    } else {
+        return false;
+    }
+    if (n < 2 || len < i + 6 || p[i] != 0xa1 || p[i + 1] != 'v' || p[i + 2] > 0x7f ||
+        p[i + 3] != 0xa1 || p[i + 4] != 't' || p[i + 5] > 0x7f)
+        return false;
+    *v = p[i + 2];
+    *t = p[i + 5];
+    return true;
+}
+
 int msg_type_of(const void *buf, size_t len, int *type, char *err)
 {
     msgpack_unpacked up;
+    uint64_t v = 0, t = 0;
     if (len > MSG_MAX_BYTES)
         return tg_err(err, "message of %zu bytes exceeds the maximum", len);
+    if (peek_header(buf, len, &v, &t)) {
+        if (v != MSG_VERSION)
+            return tg_err(err, "protocol version %llu, expected %d", (unsigned long long)v, MSG_VERSION);
+        *type = (int)t;
+        return 0;
+    }
     if (mp_unpack_exact(buf, len, &up, err) != 0)
         return -1;
-    uint64_t v = 0, t = 0;
     int rc = -1;
     if (up.data.type != MSGPACK_OBJECT_MAP)
         tg_err(err, "message is not a map");

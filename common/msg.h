@@ -100,7 +100,8 @@ void msg_progress_encode(msgpack_sbuffer *sb, const struct msg_progress *m);
 void msg_settled_encode(msgpack_sbuffer *sb, const struct msg_settled *m);
 
 /* Peek at the type of a message: 0 and *type, or -1 with err (bad version,
- * not a map, oversized). */
+ * not a map, oversized).  Only the envelope is checked: the message may still
+ * be malformed, which its decoder reports. */
 int msg_type_of(const void *buf, size_t len, int *type, char *err) TG_MUST_CHECK;
 
 /* Decoders: fill *out (all owned copies) from a whole frame; 0 ok, -1 with

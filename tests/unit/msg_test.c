@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "mp.h"
@@ -217,10 +218,64 @@ static void test_bad_envelopes(void **state)
     assert_non_null(strstr(err, "maximum"));
 }
 
+/* The envelope is read straight from the bytes when laid out as the
+ * encoders lay it out, and by a full unpack otherwise: same answers. */
+static void test_type_of_layouts(void **state)
+{
+    (void)state;
+    char err[ERR_LEN];
+    int type = -1;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+
+    /* "t" before "v", and a non-fixint type: the full unpack. */
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 2);
+    mp_pack_kv_u64(&pk, "t", MSG_RESULT);
+    mp_pack_kv_u64(&pk, "v", MSG_VERSION);
+    assert_int_equal(msg_type_of(sb.data, sb.size, &type, err), 0);
+    assert_int_equal(type, MSG_RESULT);
+    msgpack_sbuffer_clear(&sb);
+    msgpack_pack_map(&pk, 2);
+    mp_pack_kv_u64(&pk, "v", MSG_VERSION);
+    mp_pack_kv_u64(&pk, "t", 300);
+    assert_int_equal(msg_type_of(sb.data, sb.size, &type, err), 0);
+    assert_int_equal(type, 300);
+
+    /* A map 16 header with the envelope first: read from the bytes. */
+    msgpack_sbuffer_clear(&sb);
+    msgpack_pack_map(&pk, 17);
+    mp_pack_kv_u64(&pk, "v", MSG_VERSION);
+    mp_pack_kv_u64(&pk, "t", MSG_OUTCOME);
+    for (int i = 0; i < 15; i++) {
+        char k[8];
+        snprintf(k, sizeof k, "k%d", i);
+        mp_pack_kv_u64(&pk, k, (uint64_t)i);
+    }
+    assert_true((uint8_t)sb.data[0] == 0xde);
+    assert_int_equal(msg_type_of(sb.data, sb.size, &type, err), 0);
+    assert_int_equal(type, MSG_OUTCOME);
+
+    /* A map of one entry, or a version other than ours, is refused. */
+    msgpack_sbuffer_clear(&sb);
+    msgpack_pack_map(&pk, 1);
+    mp_pack_kv_u64(&pk, "v", MSG_VERSION);
+    assert_int_equal(msg_type_of(sb.data, sb.size, &type, err), -1);
+    msgpack_sbuffer_clear(&sb);
+    msgpack_pack_map(&pk, 2);
+    mp_pack_kv_u64(&pk, "v", MSG_VERSION + 1);
+    mp_pack_kv_u64(&pk, "t", MSG_RESULT);
+    assert_int_equal(msg_type_of(sb.data, sb.size, &type, err), -1);
+    assert_non_null(strstr(err, "version"));
+    msgpack_sbuffer_destroy(&sb);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_webhook_round_trip),
+        cmocka_unit_test(test_type_of_layouts),
         cmocka_unit_test(test_result_round_trip),
         cmocka_unit_test(test_command_outcome_progress),
         cmocka_unit_test(test_truncated_and_trailing),
