@@ -249,7 +249,7 @@ static void test_type_of_layouts(void **state)
     mp_pack_kv_u64(&pk, "v", MSG_VERSION);
     mp_pack_kv_u64(&pk, "t", MSG_OUTCOME);
     for (int i = 0; i < 15; i++) {
-        char k[8];
+        char k[16];
         snprintf(k, sizeof k, "k%d", i);
         mp_pack_kv_u64(&pk, k, (uint64_t)i);
     }
