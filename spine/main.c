@@ -194,7 +194,7 @@ static void release_held(struct spine *sp)
         progress_send(sp, &sp->held_progress);
     }
     spine_output_reset(&sp->held);
-    sp->held_progress.size = 0;
+    msgpack_sbuffer_clear(&sp->held_progress);
     sp->holding = false;
 }
 
