@@ -592,7 +592,6 @@ static void ctx_free(struct txn_ctx *c)
     free(c->marks);
 }
 
-/* Apply in[0..n) in one transaction and commit; all or nothing. */
 /*
  * After a commit: a commit that wrote anything synced its data pages
  * (MDB_NOMETASYNC skips only the meta page's sync), and that sync also
@@ -610,6 +609,7 @@ static void note_commit(struct spine_store *s)
         s->synced_txnid = s->last_txnid - 1;
 }
 
+/* Apply in[0..n) in one transaction and commit; all or nothing. */
 static int txn_run(struct spine_store *s, const struct spine_input *in, size_t n, struct spine_output *out,
                    char *err)
 {
