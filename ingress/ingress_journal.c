@@ -185,6 +185,34 @@ static void unsent_pop(struct ingress_journal *j)
     j->u_len--;
 }
 
+/*
+ * Send the journaled record rec (tracked as e) to the verifiers without
+ * blocking, as its next attempt, and note it published at now.  0 sent, -1
+ * not (the socket is full, or an error, logged with what: "send" or
+ * "re-publish").
+ */
+static int publish_record(struct ingress_journal *j, const struct ingress_redeliver_entry *e,
+                          const struct journal_record *rec, uint64_t now, const char *what)
+{
+    msgpack_sbuffer sb;
+    struct msg_webhook m = {
+        .jseq = e->jseq, .recv_us = rec->recv_us, .attempt = e->attempts + 1,
+        .body = rec->body, .body_len = rec->body_len,
+    };
+    msgpack_sbuffer_init(&sb);
+    msg_webhook_encode(&sb, &m);
+    int rc = stage_send(j->push, sb.data, sb.size, ZMQ_DONTWAIT);
+    msgpack_sbuffer_destroy(&sb);
+    if (rc != 0) {
+        if (errno != EAGAIN)
+            log_error("journal: %s to verifiers: %s", what, zmq_strerror(errno));
+        return -1;
+    }
+    ingress_redeliver_published(j->tr, e->jseq, now);
+    atomic_fetch_add(&j->m->published, 1);
+    return 0;
+}
+
 /* Publish from the ring while the socket takes messages. */
 static void unsent_flush(struct ingress_journal *j)
 {
@@ -203,23 +231,10 @@ static void unsent_flush(struct ingress_journal *j)
             unsent_pop(j);
             continue;
         }
-        msgpack_sbuffer sb;
-        msgpack_sbuffer_init(&sb);
-        struct msg_webhook m = {
-            .jseq = jseq, .recv_us = rec.recv_us, .attempt = e.attempts + 1,
-            .body = rec.body, .body_len = rec.body_len,
-        };
-        msg_webhook_encode(&sb, &m);
-        int rc = stage_send(j->push, sb.data, sb.size, ZMQ_DONTWAIT);
-        msgpack_sbuffer_destroy(&sb);
+        int rc = publish_record(j, &e, &rec, tg_mono_ms(), "send");
         journal_record_free(&rec);
-        if (rc != 0) {
-            if (errno != EAGAIN)
-                log_error("journal: send to verifiers: %s", zmq_strerror(errno));
+        if (rc != 0)
             break;
-        }
-        ingress_redeliver_published(j->tr, jseq, tg_mono_ms());
-        atomic_fetch_add(&j->m->published, 1);
         unsent_pop(j);
     }
 }
@@ -568,24 +583,12 @@ static void redeliver_round(struct ingress_journal *j, uint64_t now)
         }
         int stop = 0;
         if (act == INGRESS_REDELIVER_PUBLISH) {
-            msgpack_sbuffer sb;
-            msgpack_sbuffer_init(&sb);
-            struct msg_webhook m = {
-                .jseq = e.jseq, .recv_us = rec.recv_us, .attempt = e.attempts + 1,
-                .body = rec.body, .body_len = rec.body_len,
-            };
-            msg_webhook_encode(&sb, &m);
-            if (stage_send(j->push, sb.data, sb.size, ZMQ_DONTWAIT) != 0) {
-                if (errno != EAGAIN)
-                    log_error("journal: re-publish to verifiers: %s", zmq_strerror(errno));
+            if (publish_record(j, &e, &rec, now, "re-publish") != 0) {
                 stop = 1;
             } else {
-                ingress_redeliver_published(j->tr, e.jseq, now);
-                atomic_fetch_add(&j->m->published, 1);
                 atomic_fetch_add(&j->m->republished, 1);
                 sent++;
             }
-            msgpack_sbuffer_destroy(&sb);
         } else {
             stop = park_one(j, &e, &rec, act == INGRESS_REDELIVER_PARK, now);
             parks++;
