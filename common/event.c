@@ -56,11 +56,6 @@ static size_t canon_str_size(size_t n)
     return n + (n < 32 ? 1 : n < 256 ? 2 : n < 65536 ? 3 : 5);
 }
 
-static size_t canon_cstr_size(const char *s)
-{
-    return s ? canon_str_size(strlen(s)) : 1;
-}
-
 static uint8_t *put_be(uint8_t *p, uint64_t v, int bytes)
 {
     for (int i = bytes - 1; i >= 0; i--)
@@ -82,17 +77,10 @@ static uint8_t *put_str(uint8_t *p, const char *s, size_t n)
     return p + n;
 }
 
-static uint8_t *put_cstr(uint8_t *p, const char *s)
+static uint8_t *put_key(uint8_t *p, size_t i)
 {
-    if (!s) {
-        *p = 0xc0;
-        return p + 1;
-    }
-    return put_str(p, s, strlen(s));
+    return put_str(p, canon_keys[i], strlen(canon_keys[i]));
 }
-
-/* Key strings are short literals: a fixstr each. */
-#define PUT_KEY(p, k) put_str((p), (k), sizeof(k) - 1)
 
 static uint8_t *put_u64(uint8_t *p, uint64_t v)
 {
@@ -112,15 +100,21 @@ static uint8_t *put_u64(uint8_t *p, uint64_t v)
 void event_canon_encode(msgpack_sbuffer *sb, const struct tg_event *e, uint64_t seq,
                         const char *time, const uint8_t prev_hash[EVENT_HASH_BYTES])
 {
-    const char *vals[] = {e->type, e->actor, e->id, e->webhook_id, e->call_control_id,
+    /* The string fields: canon_keys[1] ("time") to canon_keys[9] ("to");
+     * seq comes before them, data and prev_hash after. */
+    const char *strs[] = {time, e->type, e->actor, e->id, e->webhook_id, e->call_control_id,
                           e->call_session_id, e->from, e->to};
+    _Static_assert(sizeof strs / sizeof strs[0] + 3 == CANON_NKEYS, "canon_keys and strs disagree");
+    size_t lens[sizeof strs / sizeof strs[0]];
     char ph[2 * EVENT_HASH_BYTES + 1];
-    size_t need = 1 + 9 /* seq */ + canon_cstr_size(time) + canon_str_size(2 * EVENT_HASH_BYTES) +
+    size_t need = 1 + 9 /* seq */ + canon_str_size(2 * EVENT_HASH_BYTES) +
                   (e->data && e->data_len ? e->data_len : 1);
     for (size_t i = 0; i < CANON_NKEYS; i++)
         need += canon_str_size(strlen(canon_keys[i]));
-    for (size_t i = 0; i < ARRAY_LEN(vals); i++)
-        need += canon_cstr_size(vals[i]);
+    for (size_t i = 0; i < ARRAY_LEN(strs); i++) {
+        lens[i] = strs[i] ? strlen(strs[i]) : 0;
+        need += strs[i] ? canon_str_size(lens[i]) : 1;     /* nil */
+    }
     if (sb->alloc - sb->size < need) {
         size_t cap = sb->alloc ? sb->alloc : 1024;
         while (cap - sb->size < need)
@@ -131,25 +125,24 @@ void event_canon_encode(msgpack_sbuffer *sb, const struct tg_event *e, uint64_t 
     tg_hex(prev_hash, EVENT_HASH_BYTES, ph);
 
     uint8_t *p = (uint8_t *)sb->data + sb->size;
+    size_t k = 0;
     *p++ = (uint8_t)(0x80 | CANON_NKEYS);
-    p = put_u64(PUT_KEY(p, "seq"), seq);
-    p = put_cstr(PUT_KEY(p, "time"), time);
-    p = put_cstr(PUT_KEY(p, "type"), e->type);
-    p = put_cstr(PUT_KEY(p, "actor"), e->actor);
-    p = put_cstr(PUT_KEY(p, "id"), e->id);
-    p = put_cstr(PUT_KEY(p, "webhook_id"), e->webhook_id);
-    p = put_cstr(PUT_KEY(p, "call_control_id"), e->call_control_id);
-    p = put_cstr(PUT_KEY(p, "call_session_id"), e->call_session_id);
-    p = put_cstr(PUT_KEY(p, "from"), e->from);
-    p = put_cstr(PUT_KEY(p, "to"), e->to);
-    p = PUT_KEY(p, "data");
+    p = put_u64(put_key(p, k++), seq);
+    for (size_t i = 0; i < ARRAY_LEN(strs); i++) {
+        p = put_key(p, k++);
+        if (strs[i])
+            p = put_str(p, strs[i], lens[i]);
+        else
+            *p++ = 0xc0;
+    }
+    p = put_key(p, k++);                    /* data */
     if (e->data && e->data_len) {
         memcpy(p, e->data, e->data_len);    /* raw msgpack map */
         p += e->data_len;
     } else {
         *p++ = 0x80;                        /* empty map */
     }
-    p = put_str(PUT_KEY(p, "prev_hash"), ph, 2 * EVENT_HASH_BYTES);
+    p = put_str(put_key(p, k++), ph, 2 * EVENT_HASH_BYTES);
     sb->size = (size_t)(p - (uint8_t *)sb->data);
 }
 
