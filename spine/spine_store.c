@@ -228,32 +228,18 @@ static void marks_add(struct spine_store *s, uint64_t j)
     s->n_done++;
 }
 
+/* Drop the marks the watermark covers: those at or below it, and each one
+ * right after it, which moves it on. */
 static void marks_advance(struct spine_store *s)
 {
     size_t k = 0;
-    while (k < s->n_done && s->done[k] == s->low + 1) {
-        s->low++;
-        k++;
-    }
+    for (; k < s->n_done && s->done[k] <= s->low + 1; k++)
+        if (s->done[k] == s->low + 1)
+            s->low++;
     if (k) {
         memmove(s->done, s->done + k, (s->n_done - k) * sizeof *s->done);
         s->n_done -= k;
     }
-}
-
-/* Every jseq <= low is done: raise the watermark, forget marks below it. */
-static void marks_settle(struct spine_store *s, uint64_t low)
-{
-    if (low <= s->low)
-        return;
-    size_t k = 0;
-    while (k < s->n_done && s->done[k] <= low)
-        k++;
-    if (k) {
-        memmove(s->done, s->done + k, (s->n_done - k) * sizeof *s->done);
-        s->n_done -= k;
-    }
-    s->low = low;
 }
 
 /* ---- sent times ---- */
@@ -643,8 +629,8 @@ static int txn_run(struct spine_store *s, const struct spine_input *in, size_t n
     note_commit(s);
     s->head = c.head;
     s->okey_next = c.okey_next;
-    if (c.settled)
-        marks_settle(s, c.settled);
+    if (c.settled > s->low)
+        s->low = c.settled;     /* every jseq <= settled is done; marks_advance drops their marks */
     for (size_t i = 0; i < c.n_marks; i++)
         marks_add(s, c.marks[i]);
     marks_advance(s);
