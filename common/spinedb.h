@@ -65,7 +65,8 @@ void spinedb_close(struct spinedb **db);
  * every commit moves the trees' top pages to new places in the file, so a
  * long-running reader maps a little more of the file with each look-up and
  * its RSS (what monitoring and the OOM killer's score see) climbs towards
- * the database size.  Stages call this once a second.  No-op without a map.
+ * the database size.  Verifiers call this once a second, the spine every
+ * 10 ms while it works.  No-op without a map.
  */
 void spinedb_unmap_pages(struct spinedb *db);
 

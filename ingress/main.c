@@ -124,12 +124,12 @@ int main(int argc, char **argv)
         log_fatal("journal directory: %s", err);
     int lockfd = lock_journal(jdir);
 
-    /* Claim the port first: a second ingress must not touch the journal or
-     * the verifier endpoint of a running one. */
     /* 64 request threads would each get a malloc arena (up to 8 per core),
      * every one keeping its own freed memory: two arenas hold the RSS at
      * what is in use, and the lock is short (a body and an answer each). */
     mallopt(M_ARENA_MAX, 2);
+    /* Claim the port first: a second ingress must not touch the journal or
+     * the verifier endpoint of a running one. */
     mg_init_library(0);
     struct ingress_http *http = NULL;
     struct ingress_http_opts ho = {
