@@ -106,10 +106,84 @@ int mp_get_bytes(const msgpack_object *map, const char *key, const char **ptr, s
     return tg_err(err, "field '%s': missing or not bytes", key);
 }
 
+static uint64_t be_get(const uint8_t *p, int bytes)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < bytes; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/*
+ * Do the sizes the headers in buf declare fit in buf?  msgpack-c allocates
+ * an array or map for its declared count before it reads the elements, so
+ * a few hostile bytes (a token, a frame) declaring 2^32 elements made it ask
+ * for ~100 GB.  Every element takes at least one byte, so a count larger
+ * than the bytes left is refused here, before any allocation; nothing valid
+ * is refused.  Only the first object is walked (trailing bytes are
+ * msgpack_unpack_next's to report).
+ */
+static bool sizes_fit(const uint8_t *p, size_t len)
+{
+    /* Header size, and the width of its length field, for 0xc4..0xdf. */
+    static const uint8_t head[32] = {2, 3, 5, 3, 4, 6, 5, 9, 2, 3, 5, 9, 2, 3, 5, 9,
+                                     3, 4, 6, 10, 18, 2, 3, 5, 3, 5, 3, 5, 0, 0, 0, 0};
+    size_t i = 0;
+    uint64_t pending = 1;           /* objects still to walk */
+    while (pending > 0) {
+        if (i >= len || pending > len - i)
+            return false;
+        pending--;
+        uint8_t b = p[i];
+        uint64_t n = 0, children = 0;
+        size_t h = 1;
+        if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) {
+            /* fixint, nil, bool */
+        } else if (b <= 0x8f) {
+            children = 2 * (uint64_t)(b & 0x0f);
+        } else if (b <= 0x9f) {
+            children = b & 0x0f;
+        } else if (b <= 0xbf) {
+            n = b & 0x1f;
+        } else if (b == 0xc1) {
+            return false;           /* never used */
+        } else {
+            h = head[b - 0xc4];
+            if (i + h > len)
+                return false;
+            switch (b) {
+            case 0xc4: case 0xc5: case 0xc6:                /* bin 8/16/32 */
+            case 0xd9: case 0xda: case 0xdb:                /* str 8/16/32 */
+                n = be_get(p + i + 1, (int)h - 1);
+                break;
+            case 0xc7: case 0xc8: case 0xc9:                /* ext 8/16/32: length, type */
+                n = be_get(p + i + 1, (int)h - 2);
+                break;
+            case 0xdc: case 0xdd:                           /* array 16/32 */
+                children = be_get(p + i + 1, (int)h - 1);
+                break;
+            case 0xde: case 0xdf:                           /* map 16/32 */
+                children = 2 * be_get(p + i + 1, (int)h - 1);
+                break;
+            default:                                        /* numbers, fixext */
+                break;
+            }
+        }
+        i += h;
+        if (i > len || n > len - i || children > len - i)
+            return false;
+        i += (size_t)n;
+        pending += children;
+    }
+    return true;
+}
+
 int mp_unpack_exact(const void *buf, size_t len, msgpack_unpacked *up, char *err)
 {
     size_t off = 0;
     msgpack_unpacked_init(up);
+    if (!sizes_fit(buf, len))
+        return tg_err(err, "not a complete msgpack object");
     msgpack_unpack_return r = msgpack_unpack_next(up, buf, len, &off);
     if (r != MSGPACK_UNPACK_SUCCESS) {
         msgpack_unpacked_destroy(up);
