@@ -101,6 +101,7 @@ struct ingress_journal {
     uint64_t max_file_bytes;
     size_t max_queue;
     uint64_t max_wait_ms;
+    int (*sync)(int fd);
     void *push;
     struct pending *p_head, *p_tail;
     size_t p_count;
@@ -391,7 +392,7 @@ static int batch_sync(struct ingress_journal *j, struct waiter *batch, size_t by
             after = w->jseq + 1;
 
     uint64_t t0 = tg_mono_ns();
-    int rc = fdatasync(j->fd);
+    int rc = j->sync(j->fd);
     ingress_metrics_hist_observe(&j->m->fsync_latency, tg_mono_ns() - t0);
     if (rc == 0) {
         j->file_size += bytes;
@@ -823,6 +824,7 @@ int ingress_journal_start(const struct ingress_journal_opts *opts, struct ingres
     j->max_queue = opts->max_queue && opts->max_queue < INGRESS_JOURNAL_MAX_QUEUE
                        ? opts->max_queue : INGRESS_JOURNAL_MAX_QUEUE;
     j->max_wait_ms = opts->max_wait_ms ? opts->max_wait_ms : INGRESS_JOURNAL_MAX_WAIT_MS;
+    j->sync = opts->sync ? opts->sync : fdatasync;
     j->push = opts->push;
     j->m = opts->metrics;
     j->rd_fd = -1;

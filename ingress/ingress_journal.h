@@ -51,6 +51,8 @@ struct ingress_journal_opts {
     const char *parked_dir;     /* where poison records are copied */
     uint64_t redeliver_after_ms;    /* the tracker's after_ms, for new records */
     int64_t retention_s;        /* delete processed dump files this much older; <0: never */
+
+    int (*sync)(int fd);        /* NULL: fdatasync; tests inject failures */
 };
 
 struct ingress_journal;

@@ -11,7 +11,9 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
+#include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -468,6 +470,72 @@ static void test_write_failure_reported(void **state)
     ingress_journal_stop(&j);
 }
 
+/* The first fdatasync fails with EIO, later ones are real. */
+static atomic_int sync_calls;
+
+static int sync_first_fails(int fd)
+{
+    if (atomic_fetch_add(&sync_calls, 1) == 0) {
+        errno = EIO;
+        return -1;
+    }
+    return fdatasync(fd);
+}
+
+static void test_sync_failure_skips_jseqs(void **state)
+{
+    struct tmp *t = *state;
+    static struct ingress_metrics m;
+    char err[ERR_LEN];
+    uint64_t jseq = 0;
+    struct journal_record r;
+
+    atomic_store(&sync_calls, 0);
+    ingress_metrics_init(&m);
+    struct ingress_journal_opts o = {
+        .dir = t->dir, .next_jseq = 1, .max_file_bytes = 1 << 20, .metrics = &m,
+        .sync = sync_first_fails,
+    };
+    struct ingress_journal *j = NULL;
+    assert_int_equal(ingress_journal_start(&o, &j, err), 0);
+
+    /* A's sync fails: 503 material, and /health says why */
+    make_record(&r, 0, "{\"w\":\"A\"}");
+    assert_int_equal(ingress_journal_append(j, &r, &jseq, err), -1);
+    assert_non_null(strstr(err, "fdatasync"));
+    assert_non_null(strstr(err, "Input/output error"));
+    assert_int_equal(ingress_journal_health(j, err), -1);
+    assert_non_null(strstr(err, "fdatasync"));
+    assert_int_equal(atomic_load(&m.journal_failed_batches), 1);
+    assert_int_equal(atomic_load(&m.journal_records), 0);
+
+    /* B succeeds, and gets jseq 2: A's may have been published, so it is
+     * skipped, never reused */
+    make_record(&r, 0, "{\"w\":\"B\"}");
+    assert_int_equal(ingress_journal_append(j, &r, &jseq, err), 0);
+    assert_int_equal(jseq, 2);
+    assert_int_equal(ingress_journal_health(j, err), 0);
+    ingress_journal_stop(&j);
+
+    /* A was cut off the file: B is its only record, and a restart goes on
+     * after B */
+    char path[256];
+    struct journal_reader *rd = NULL;
+    struct journal_record rec;
+    snprintf(path, sizeof path, "%s/0000000000000001.dump", t->dir);
+    assert_int_equal(journal_reader_open(path, &rd, err), 0);
+    assert_int_equal(journal_reader_next(rd, &rec, err), JOURNAL_OK);
+    assert_int_equal(rec.jseq, 2);
+    assert_int_equal(rec.body_len, strlen("{\"w\":\"B\"}"));
+    assert_memory_equal(rec.body, "{\"w\":\"B\"}", rec.body_len);
+    journal_record_free(&rec);
+    assert_int_equal(journal_reader_next(rd, &rec, err), JOURNAL_END);
+    journal_reader_close(&rd);
+    uint64_t next = 0;
+    assert_int_equal(journal_recover(t->dir, &next, err), 0);
+    assert_int_equal(next, 3);
+}
+
 static void test_record_pread(void **state)
 {
     struct tmp *t = *state;
@@ -601,6 +669,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_recover_corrupt, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_commit_and_rotation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_failure_reported, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sync_failure_skips_jseqs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_record_pread, setup, teardown),
         cmocka_unit_test(test_file_prunable),
         cmocka_unit_test_setup_teardown(test_prune, setup, teardown),
