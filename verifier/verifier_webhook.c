@@ -28,6 +28,12 @@ static char *opt_str(const struct jscan *js, int obj, const char *key)
     return s;
 }
 
+/*
+ * The X-Namespace-Token header's value, or NULL when the call has no such
+ * header.  A call that carries the header is decided by the token alone
+ * (SPEC 4), so a value that is empty, too long or not a string comes back
+ * as "" (which no token check accepts), never as "no token".
+ */
 static char *find_token(const struct jscan *js, int headers)
 {
     if (!jscan_is(js, headers, JSCAN_ARRAY))
@@ -36,8 +42,10 @@ static char *find_token(const struct jscan *js, int headers)
         char *name = opt_str(js, h, "name");
         bool match = name && strcasecmp(name, WEBHOOK_TOKEN_HEADER) == 0;
         free(name);
-        if (match)
-            return opt_str(js, h, "value");
+        if (match) {
+            char *value = opt_str(js, h, "value");
+            return value ? value : xstrdup("");
+        }
     }
     return NULL;
 }

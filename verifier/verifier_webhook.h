@@ -32,7 +32,8 @@ struct verifier_webhook {
     int attestation;        /* enum attestation; ATTEST_NONE when absent/unknown */
     bool has_attestation;   /* a valid "A", "B" or "C" was present */
     int attestation_validated; /* enum webhook_tristate */
-    char *namespace_token;  /* value of custom header X-Namespace-Token */
+    char *namespace_token;  /* value of custom header X-Namespace-Token; "" when the
+                               header has no usable value, NULL without it */
     char *hangup_cause, *hangup_source, *sip_hangup_cause;
     char *status;           /* call.speak.ended */
 };

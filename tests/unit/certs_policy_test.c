@@ -256,6 +256,10 @@ static void test_token_paths(void **state)
     decide(f, spoofed, tok, -1, WEBHOOK_ABSENT, NOW, &d);
     expect_reject(&d, "token_invalid");
 
+    /* a header with no usable value is a token that fails, not "no token" */
+    decide(f, spoofed, "", -1, WEBHOOK_ABSENT, NOW, &d);
+    expect_reject(&d, "token_invalid");
+
     /* stale (> 60 s) */
     token_for(f, &b, f->hsk, spoofed, GATE, NOW - 61, tok);
     decide(f, spoofed, tok, -1, WEBHOOK_ABSENT, NOW, &d);

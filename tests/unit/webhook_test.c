@@ -135,6 +135,29 @@ static void test_token_header(void **state)
     assert_int_equal(parse(b2, &wh, err), 0);
     assert_null(wh.namespace_token);
     verifier_webhook_free(&wh);
+
+    /* The header is there but its value is unusable: the call still
+     * carries a token (decided by it alone, SPEC 4), one no check accepts. */
+    char big[5200], b3[5400];
+    memset(big, 'A', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    const char *values[] = {"\"\"", "42", "null", "{}", big};
+    for (size_t i = 0; i < sizeof values / sizeof values[0]; i++) {
+        snprintf(b3, sizeof b3,
+                 "{\"data\":{\"event_type\":\"call.initiated\",\"id\":\"t3\",\"payload\":{"
+                 "\"custom_headers\":[{\"name\":\"X-Namespace-Token\",\"value\":%s%s%s}]}}}",
+                 values[i] == big ? "\"" : "", values[i], values[i] == big ? "\"" : "");
+        assert_int_equal(parse(b3, &wh, err), 0);
+        assert_non_null(wh.namespace_token);
+        assert_string_equal(wh.namespace_token, "");
+        verifier_webhook_free(&wh);
+    }
+    const char *b4 =
+        "{\"data\":{\"event_type\":\"call.initiated\",\"id\":\"t4\",\"payload\":{"
+        "\"custom_headers\":[{\"name\":\"X-Namespace-Token\"}]}}}";
+    assert_int_equal(parse(b4, &wh, err), 0);
+    assert_string_equal(wh.namespace_token, "");
+    verifier_webhook_free(&wh);
 }
 
 static void test_nulls_and_wrong_types(void **state)
