@@ -157,8 +157,14 @@ static int on_initiated(struct flow *f, const struct numbers *numbers,
     msgpack_sbuffer sb;
     msgpack_packer pk;
 
-    if (!wh->direction || strcmp(wh->direction, "incoming") != 0)
-        return 0;   /* e.g. the outgoing leg of a transfer: never screened */
+    if (!wh->direction || strcmp(wh->direction, "incoming") != 0) {
+        /* e.g. the outgoing leg of a transfer: logged, never screened (SPEC 4) */
+        log_info("call %s from %s to %s has direction %s: not screened",
+                 wh->call_control_id ? wh->call_control_id : "(no call_control_id)",
+                 wh->from ? wh->from : "?", wh->to ? wh->to : "?",
+                 wh->direction ? wh->direction : "(none)");
+        return 0;
+    }
     if (need_call_control_id(wh, err) != 0)
         return -1;
 

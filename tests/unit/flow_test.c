@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "event.h"
@@ -458,6 +459,40 @@ static void test_policy_sanitised(void **state)
 
 /* ---- ignored, foreign, broken input ---- */
 
+/* Run fn with stderr (where the log goes) captured; returns what was
+ * written (static buffer). */
+static const char *stderr_of(void (*fn)(void))
+{
+    static char out[4096];
+    char path[] = "/tmp/flow_test_log.XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    fflush(stderr);
+    int saved = dup(2);
+    dup2(fd, 2);
+    fn();
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    ssize_t n = pread(fd, out, sizeof out - 1, 0);
+    out[n > 0 ? n : 0] = '\0';
+    close(fd);
+    unlink(path);
+    return out;
+}
+
+static void run_outgoing_initiated(void)
+{
+    struct verifier_webhook wh;
+    struct msg_result res;
+    webhook(&wh, "ev-out", "call.initiated", "outgoing", "+13125550199", NULL, NULL);
+    run(NULL, &wh, &res);
+    assert_int_equal(res.n_events, 0);
+    assert_int_equal(res.n_commands, 0);
+    msg_result_free(&res);
+    verifier_webhook_free(&wh);
+}
+
 static void test_ignored(void **state)
 {
     (void)state;
@@ -465,6 +500,13 @@ static void test_ignored(void **state)
     struct msg_result res;
     const char *types[] = {"call.initiated", "call.bridged", "call.speak.started", "call.playback.ended",
                            "something.new"};
+
+    /* a call that is not incoming is logged, never screened (SPEC 4) */
+    log_set_level(LOG_INFO);
+    const char *logged = stderr_of(run_outgoing_initiated);
+    assert_non_null(strstr(logged, "direction outgoing: not screened"));
+    assert_non_null(strstr(logged, "+13125550199"));
+
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
         /* call.initiated here is the outgoing leg of a transfer */
         webhook(&wh, "ev-ign", types[i], "outgoing", "+13125550199", NULL, NULL);
