@@ -8,6 +8,7 @@
 #include "log.h"
 #include "mp.h"
 
+#include <inttypes.h>
 #include <search.h>
 #include <stdlib.h>
 #include <string.h>
@@ -462,6 +463,30 @@ static int outbox_holds(struct txn_ctx *c, uint64_t okey, const char *command_id
     return same;
 }
 
+/*
+ * A speak that failed for good leaves a rejected caller on an answered call:
+ * the hangup that follows the announcement waits for call.speak.ended,
+ * which never comes.  Queue that hangup now, in the outcome's transaction,
+ * with a command_id derived from the speak's (so it is queued once).  speak
+ * is only ever sent to announce a rejection (SPEC 4).
+ */
+static int hangup_after_failed_speak(struct txn_ctx *c, const struct msg_outcome *o, char *err)
+{
+    char cid[COMMAND_ID_LEN], body[COMMAND_ID_LEN + 32];
+    if (o->ok || strcmp(o->action, "speak") != 0 || !o->call_control_id)
+        return 0;
+    command_id_make(o->command_id, "hangup", cid);
+    snprintf(body, sizeof body, "{\"command_id\":\"%s\"}", cid);
+    struct tg_command cmd = {
+        .command_id = cid, .call_control_id = o->call_control_id, .action = "hangup",
+        .body = body, .webhook_id = o->webhook_id, .call_session_id = o->call_session_id,
+        .from = o->from, .to = o->to,
+    };
+    log_warn("call %s: the announcement failed (speak: status %" PRIu32 ", %s); hanging up",
+             o->call_control_id, o->status, o->detail ? o->detail : "");
+    return outbox_put(c, &cmd, err);
+}
+
 /* Record an outcome once: only while its command is in the outbox (the
  * event and the removal share a transaction, so a repeated outcome finds the
  * command gone and adds nothing). */
@@ -508,7 +533,7 @@ static int apply_outcome(struct txn_ctx *c, const struct msg_outcome *o, char *e
         c->removed = xrealloc(c->removed, c->cap_removed * sizeof *c->removed);
     }
     c->removed[c->n_removed++] = xstrdup(o->command_id);
-    return 0;
+    return hangup_after_failed_speak(c, o, err);
 }
 
 /*

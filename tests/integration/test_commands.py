@@ -101,3 +101,21 @@ def test_slow_call_does_not_block_others(gate):
     slow_ev, fast_ev = of_call(events, slow_id), of_call(events, fast_id)
     assert max(e["seq"] for e in commands_ev(fast_ev, action="answer")) < \
         min(e["seq"] for e in commands_ev(slow_ev, action="answer"))
+
+
+def test_failed_speak_still_hangs_up(gate):
+    """A rejected caller whose announcement cannot be played (speak refused
+    for good) is hung up on anyway, not left on an answered call."""
+    g = gate
+    g.standin.fail("speak", 422, times=1)
+    call = g.standin.call(CALLER, MAIN_NUMBER)
+    ccid = call["call_control_id"]
+    events = g.wait_events(lambda evs: commands_ev(evs, ccid, "hangup"), 15,
+                           "hangup after the failed speak")
+    assert outcome(events, ccid, "speak")["ok"] is False
+    d = outcome(events, ccid, "hangup")
+    assert d["ok"] is True and d["status"] == 200, d
+    sent = g.standin.commands(ccid)
+    assert [c["action"] for c in sent] == ["answer", "speak", "hangup"], sent
+    assert sent[2]["command_id"] not in (sent[0]["command_id"], sent[1]["command_id"])
+    wait_until(lambda: g.standin.call_state(ccid)["state"] == "hungup", 5, what="call ended")

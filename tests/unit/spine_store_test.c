@@ -299,6 +299,57 @@ static void test_outcome(void **state)
     assert_chain_ok(f, 3);
 }
 
+/* A speak that failed for good is followed by a hangup, queued once; a
+ * speak that worked, or another failed command, is not. */
+static void test_failed_speak_hangs_up(void **state)
+{
+    struct fixture *f = *state;
+    struct spine_input in[1];
+    char speak[COMMAND_ID_LEN], hangup[COMMAND_ID_LEN], body[128];
+
+    make_result(&in[0], 1, "wh-s", "call_answered", "speak");
+    apply(f, in, 1);
+    make_result(&in[0], 2, "wh-t", "call_answered", "speak");
+    apply(f, in, 1);
+    make_result(&in[0], 3, "wh-u", "inbound,decision", "answer");
+    apply(f, in, 1);
+    assert_int_equal(spine_store_outbox_count(f->store), 3);
+
+    /* wh-s's speak fails: the outcome is recorded and a hangup is queued */
+    make_outcome(&in[0], "wh-s", "speak", false, 1);
+    apply(f, in, 1);
+    assert_int_equal(f->out.n_events, 1);
+    assert_int_equal(f->out.n_commands, 1);
+    command_id_make("wh-s", "speak", speak);
+    command_id_make(speak, "hangup", hangup);
+    const struct tg_command *h = &f->out.commands[0];
+    assert_string_equal(h->action, "hangup");
+    assert_string_equal(h->command_id, hangup);
+    assert_string_equal(h->call_control_id, "v3:cc");
+    assert_string_equal(h->webhook_id, "wh-s");
+    snprintf(body, sizeof body, "{\"command_id\":\"%s\"}", hangup);
+    assert_string_equal(h->body, body);
+    assert_int_equal(h->outbox_key, 4);
+    assert_int_equal(spine_store_outbox_count(f->store), 3);   /* speak out, hangup in */
+
+    /* the same outcome again adds nothing, not a second hangup */
+    make_outcome(&in[0], "wh-s", "speak", false, 1);
+    apply(f, in, 1);
+    assert_int_equal(f->out.n_events, 0);
+    assert_int_equal(f->out.n_commands, 0);
+
+    /* a speak that worked, and a failed answer: no hangup */
+    make_outcome(&in[0], "wh-t", "speak", true, 2);
+    apply(f, in, 1);
+    assert_int_equal(f->out.n_events, 1);
+    assert_int_equal(f->out.n_commands, 0);
+    make_outcome(&in[0], "wh-u", "answer", false, 3);
+    apply(f, in, 1);
+    assert_int_equal(f->out.n_events, 1);
+    assert_int_equal(f->out.n_commands, 0);
+    assert_int_equal(spine_store_outbox_count(f->store), 1);   /* the hangup */
+}
+
 static void test_outbox_resend(void **state)
 {
     struct fixture *f = *state;
@@ -713,6 +764,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_duplicate_webhook, setup, teardown),
         cmocka_unit_test_setup_teardown(test_duplicate_event_id, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outcome, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_speak_hangs_up, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outbox_resend, setup, teardown),
         cmocka_unit_test_setup_teardown(test_watermark, setup, teardown),
         cmocka_unit_test_setup_teardown(test_watermark_settled, setup, teardown),
