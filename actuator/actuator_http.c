@@ -546,6 +546,25 @@ struct actuator_http *actuator_http_new(const struct actuator_http_opts *o, char
     return h;
 }
 
+char *actuator_http_path_segment(const char *s)
+{
+    static const char keep[] = "-._~!$&'()*+,;=:@";
+    static const char hex[] = "0123456789ABCDEF";
+    char *out = xmalloc(3 * strlen(s) + 1), *o = out;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        bool alnum = (*p >= '0' && *p <= '9') || (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z');
+        if (alnum || (*p < 0x80 && strchr(keep, *p))) {
+            *o++ = (char)*p;
+        } else {
+            *o++ = '%';
+            *o++ = hex[*p >> 4];
+            *o++ = hex[*p & 15];
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
 enum actuator_submit actuator_http_submit(struct actuator_http *h, struct tg_command *cmd)
 {
     if (job_find(h, cmd->command_id)) {
@@ -563,13 +582,11 @@ enum actuator_submit actuator_http_submit(struct actuator_http *h, struct tg_com
     struct job *j = xcalloc(1, sizeof *j);
     j->cmd = *cmd;
     memset(cmd, 0, sizeof *cmd);
-    char *ccid = curl_easy_escape(NULL, j->cmd.call_control_id, 0);
-    char *action = curl_easy_escape(NULL, j->cmd.action, 0);
-    if (!ccid || !action)
-        log_fatal("curl_easy_escape failed");
+    char *ccid = actuator_http_path_segment(j->cmd.call_control_id);
+    char *action = actuator_http_path_segment(j->cmd.action);
     j->url = xasprintf("%s/calls/%s/actions/%s", h->api_url, ccid, action);
-    curl_free(ccid);
-    curl_free(action);
+    free(ccid);
+    free(action);
     j->first_ms = tg_mono_ms();
     job_add(h, j);
     queue_push(h, j);

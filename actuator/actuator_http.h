@@ -75,4 +75,12 @@ size_t actuator_http_queued(const struct actuator_http *h);
  * (the spine re-sends them).  Sets *h to NULL. */
 void actuator_http_free(struct actuator_http **h);
 
+/*
+ * s as one URL path segment: characters a segment may hold (RFC 3986 pchar:
+ * unreserved, sub-delims, ':' and '@') stay as they are, the rest are
+ * percent-encoded.  So "v3:2EC-70..." goes out as Telnyx documents it,
+ * with its colon, not as "v3%3A2EC-70...".  The caller frees the result.
+ */
+char *actuator_http_path_segment(const char *s);
+
 #endif

@@ -48,6 +48,7 @@ struct standin {
     _Atomic int in_flight, max_in_flight;
     _Atomic unsigned requests;
     int hold_ms;                /* every request takes at least this long */
+    char last_uri[256];         /* path of the last request (CivetWeb decodes it) */
 };
 
 static struct standin S;
@@ -103,6 +104,10 @@ static int on_request(struct mg_connection *c, void *arg)
         if (atomic_compare_exchange_weak(&S.max_in_flight, &max, now))
             break;
     atomic_fetch_add(&S.requests, 1);
+
+    pthread_mutex_lock(&S.mu);
+    snprintf(S.last_uri, sizeof S.last_uri, "%s", ri->local_uri_raw ? ri->local_uri_raw : "");
+    pthread_mutex_unlock(&S.mu);
 
     /* /v2/calls/{ccid}/actions/{action} */
     const char *p = strstr(ri->local_uri, "/calls/");
@@ -380,6 +385,35 @@ static void test_dedup(void **state)
     actuator_http_free(&h);
 }
 
+/* The call_control_id goes into the path as Telnyx documents it ("v3:..."
+ * with its colon); only what a path segment cannot hold is escaped. */
+static void test_url_path(void **state)
+{
+    (void)state;
+    static struct outcomes out;
+    struct actuator_http *h = engine_new(16);
+    const char *ccid = "v3:2EC-70CTEj_q~u.x f/g";
+    assert_int_equal(submit(h, ccid, "answer", 1), ACT_SUBMIT_STARTED);
+    drive(h, &out, 1, 5000);
+    assert_true(out.o[0].ok);
+    assert_int_equal(standin_hits(ccid), 1);
+    char uri[sizeof S.last_uri];
+    pthread_mutex_lock(&S.mu);
+    memcpy(uri, S.last_uri, sizeof uri);
+    pthread_mutex_unlock(&S.mu);
+    assert_string_equal(uri, "/v2/calls/v3:2EC-70CTEj_q~u.x f/g/actions/answer");  /* decoded */
+
+    /* what goes on the wire (CivetWeb shows only the decoded path) */
+    char *seg = actuator_http_path_segment(ccid);
+    assert_string_equal(seg, "v3:2EC-70CTEj_q~u.x%20f%2Fg");
+    free(seg);
+    seg = actuator_http_path_segment("a!$&'()*+,;=:@b?#[]%\xc3\xa9");
+    assert_string_equal(seg, "a!$&'()*+,;=:@b%3F%23%5B%5D%25%C3%A9");
+    free(seg);
+    outcomes_free(&out);
+    actuator_http_free(&h);
+}
+
 /* Only the newest finished_cap finished commands are remembered; an older
  * one re-sent is executed again. */
 static void test_finished_lru(void **state)
@@ -443,6 +477,7 @@ int main(void)
         cmocka_unit_test(test_more_commands_than_slots),
         cmocka_unit_test(test_retries_and_failures),
         cmocka_unit_test(test_dedup),
+        cmocka_unit_test(test_url_path),
         cmocka_unit_test(test_finished_lru),
         cmocka_unit_test(test_free_while_busy),
     };
