@@ -3,8 +3,10 @@
  * once in config_keys[]; parsing, validation, defaults and help come from it.
  */
 #include "config.h"
+#include "cert.h"
 #include "log.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -12,9 +14,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 enum key_type { KEY_STR, KEY_INT, KEY_BOOL, KEY_ENUM };
+
+/* Checks a KEY_STR value: NULL if it is good, else why not (a phrase that
+ * goes into "bad value '...' for KEY (why)"). */
+typedef const char *str_check_fn(const char *value);
 
 struct config_key {
     const char *name;
@@ -23,6 +30,7 @@ struct config_key {
     const char *def;            /* default as text; NULL = none */
     int64_t min, max;           /* KEY_INT bounds */
     const char *const *choices; /* KEY_ENUM, NULL-terminated; index stored */
+    str_check_fn *check;        /* KEY_STR, optional */
     const char *help;
 };
 
@@ -30,16 +38,20 @@ static const char *const reject_modes[] = {"announce", "busy", NULL};
 /* Index equals enum attestation. */
 static const char *const attestations[] = {"none", "C", "B", "A", NULL};
 
+static str_check_fn check_listen, check_namespace, check_announce_text,
+    check_token, check_endpoint;
+
 #define OFF(f) offsetof(struct tg_config, f)
-#define STR(n, f, d, h) {n, KEY_STR, OFF(f), d, 0, 0, NULL, h}
-#define INT(n, f, d, lo, hi, h) {n, KEY_INT, OFF(f), d, lo, hi, NULL, h}
-#define BOOL(n, f, d, h) {n, KEY_BOOL, OFF(f), d, 0, 0, NULL, h}
-#define ENUM(n, f, d, c, h) {n, KEY_ENUM, OFF(f), d, 0, 0, c, h}
+#define STR(n, f, d, h) {n, KEY_STR, OFF(f), d, 0, 0, NULL, NULL, h}
+#define STR_CHECKED(n, f, d, chk, h) {n, KEY_STR, OFF(f), d, 0, 0, NULL, chk, h}
+#define INT(n, f, d, lo, hi, h) {n, KEY_INT, OFF(f), d, lo, hi, NULL, NULL, h}
+#define BOOL(n, f, d, h) {n, KEY_BOOL, OFF(f), d, 0, 0, NULL, NULL, h}
+#define ENUM(n, f, d, c, h) {n, KEY_ENUM, OFF(f), d, 0, 0, c, NULL, h}
 
 static const struct config_key config_keys[] = {
-    STR("http_listen", http_listen, "127.0.0.1:3000", "ingress HTTP address (host:port)"),
+    STR_CHECKED("http_listen", http_listen, "127.0.0.1:3000", check_listen, "ingress HTTP address, [HOST:]PORT (HOST: IPv4 address or host name)"),
     STR("data_dir", data_dir, "./var", "journals, spine database, keys, sockets"),
-    STR("namespace", namespace_, "tel.x", "the operator's own namespace; the actor of its events"),
+    STR_CHECKED("namespace", namespace_, "tel.x", check_namespace, "the operator's own namespace; the actor of its events"),
     STR("telnyx_public_key", telnyx_public_key, NULL, "base64 Ed25519 public key that signs Telnyx webhooks"),
     BOOL("allow_unsigned_webhooks", allow_unsigned_webhooks, "false", "run the ingress without signature checks (explicit opt-in, reported in /health)"),
     INT("signature_tolerance_s", signature_tolerance_s, "300", 1, 86400, "max age (and future skew) of telnyx-timestamp, seconds"),
@@ -47,18 +59,18 @@ static const struct config_key config_keys[] = {
     STR("telnyx_api_key", telnyx_api_key, NULL, "bearer token (also read from TELNYX_API_KEY)"),
     INT("max_body_bytes", max_body_bytes, "65536", 1024, 1048576, "larger webhook bodies get 413"),
     ENUM("reject_mode", reject_mode, "announce", reject_modes, "announce (answer, speak, hang up) or busy (reject USER_BUSY)"),
-    STR("announce_text", announce_text, "This number only accepts calls from verified namespace holders.", "what rejected callers hear"),
-    STR("announce_voice", announce_voice, "female", "voice of the speak command"),
-    STR("announce_language", announce_language, "en-US", "language of the speak command"),
+    STR_CHECKED("announce_text", announce_text, "This number only accepts calls from verified namespace holders.", check_announce_text, "what rejected callers hear"),
+    STR_CHECKED("announce_voice", announce_voice, "female", check_token, "voice of the speak command"),
+    STR_CHECKED("announce_language", announce_language, "en-US", check_token, "language of the speak command"),
     ENUM("min_attestation", min_attestation, "A", attestations, "lowest STIR/SHAKEN attestation (A, B, C, none) accepted for caller-ID matches"),
     STR("numbers_file", numbers_file, "numbers.conf", "the operator's numbers (E.164 label= forward_to=)"),
     STR("trusted_issuers", trusted_issuers, "", "further trusted issuer public keys (base64, comma separated)"),
-    STR("verifier_endpoint", verifier_endpoint, "", "ingress -> verifiers (ingress binds); default ipc under data_dir"),
-    STR("spine_endpoint", spine_endpoint, "", "-> spine (spine binds); default ipc under data_dir"),
-    STR("actuator_endpoint", actuator_endpoint, "", "spine -> actuator (actuator binds); default ipc under data_dir"),
-    STR("events_endpoint", events_endpoint, "", "spine's live event stream, PUB (spine binds); default ipc under data_dir"),
-    STR("progress_endpoint", progress_endpoint, "", "spine -> ingress progress stream, PUB (spine binds); default ipc under data_dir"),
-    STR("replay_endpoint", replay_endpoint, "", "telctl replay -> verifiers (telctl binds while replaying); default ipc under data_dir"),
+    STR_CHECKED("verifier_endpoint", verifier_endpoint, "", check_endpoint, "ingress -> verifiers (ingress binds); default ipc under data_dir"),
+    STR_CHECKED("spine_endpoint", spine_endpoint, "", check_endpoint, "-> spine (spine binds); default ipc under data_dir"),
+    STR_CHECKED("actuator_endpoint", actuator_endpoint, "", check_endpoint, "spine -> actuator (actuator binds); default ipc under data_dir"),
+    STR_CHECKED("events_endpoint", events_endpoint, "", check_endpoint, "spine's live event stream, PUB (spine binds); default ipc under data_dir"),
+    STR_CHECKED("progress_endpoint", progress_endpoint, "", check_endpoint, "spine -> ingress progress stream, PUB (spine binds); default ipc under data_dir"),
+    STR_CHECKED("replay_endpoint", replay_endpoint, "", check_endpoint, "telctl replay -> verifiers (telctl binds while replaying); default ipc under data_dir"),
     INT("http_threads", http_threads, "64", 4, 1024, "ingress worker threads (one per open connection)"),
     INT("http_request_timeout_ms", http_request_timeout_ms, "5000", 100, 600000, "ingress read/keep-alive timeout for a request"),
     INT("journal_max_bytes", journal_max_bytes, "67108864", 65536, INT64_C(1) << 40, "journal dump file size before rotation"),
@@ -87,13 +99,187 @@ static const struct config_key *key_find(const char *name)
     return NULL;
 }
 
+/* --- value checks (str_check_fn) ------------------------------------------ */
+
+/* A TCP port: decimal 1..65535 without a leading zero (CivetWeb reads a bare
+ * port with strtoul base 0, so "03000" would be octal 1536). */
+static bool port_valid(const char *s)
+{
+    size_t n = strspn(s, "0123456789");
+    return n >= 1 && n <= 5 && s[n] == '\0' && s[0] != '0' && atoi(s) <= 65535;
+}
+
+/* A host name as CivetWeb resolves it: a letter first (a leading digit would
+ * be read as a port), then letters, digits, '.' and '-'. */
+static bool hostname_valid(const char *s)
+{
+    size_t n = strlen(s);
+    return n >= 1 && n <= 253 && isalpha((unsigned char)s[0]) &&
+           strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") == n;
+}
+
+/*
+ * http_listen is CivetWeb's listening_ports (ingress_http.c), which also
+ * takes lists ("80,443"), TLS and redirect suffixes ("443s", "80r") and, if
+ * built with it, IPv6; we take exactly one [HOST:]PORT.  HOST is an IPv4
+ * address or a host name that must resolve to one when the ingress starts:
+ * Debian's CivetWeb 1.15 is built without IPv6, so "[::1]:3000" would only
+ * fail later, at start.
+ */
+static const char *check_listen(const char *v)
+{
+    static const char want[] = "expected [HOST:]PORT, PORT 1..65535";
+    const char *colon = strrchr(v, ':');
+    if (!port_valid(colon ? colon + 1 : v))
+        return want;
+    if (!colon)
+        return NULL;
+    if (v[0] == '[')
+        return "IPv6 addresses are not supported: this CivetWeb is built without IPv6";
+    char host[256];
+    size_t n = (size_t)(colon - v);
+    if (n == 0 || n >= sizeof host)
+        return want;
+    memcpy(host, v, n);
+    host[n] = '\0';
+    if (isdigit((unsigned char)host[0])) {
+        struct in_addr a;
+        return inet_pton(AF_INET, host, &a) == 1 ? NULL : "HOST is not an IPv4 address a.b.c.d";
+    }
+    return hostname_valid(host) ? NULL
+        : "HOST must be an IPv4 address or a host name of letters, digits, '.' and '-'";
+}
+
+static const char *check_namespace(const char *v)
+{
+    return cert_namespace_valid(v) ? NULL
+        : "lower-case labels a-z 0-9 -, at least two, at most 63 characters, e.g. tel.x";
+}
+
+/* Longest ipc:// path ZeroMQ takes: it must fit sockaddr_un.sun_path with
+ * its NUL, else bind and connect fail with ENAMETOOLONG. */
+#define IPC_PATH_MAX (sizeof(((struct sockaddr_un *)0)->sun_path) - 1)
+
+/* An endpoint: empty (derived from data_dir), ipc://PATH, tcp://HOST:PORT or
+ * inproc://NAME. */
+static const char *check_endpoint(const char *v)
+{
+    if (!*v)
+        return NULL;
+    if (strncmp(v, "ipc://", 6) == 0) {
+        const char *path = v + 6;
+        if (!*path || strcmp(path, "@") == 0)
+            return "ipc:// needs a socket path";
+        if (strlen(path) > IPC_PATH_MAX)
+            return "an ipc:// path longer than a Unix socket path allows (107 bytes)";
+        return NULL;
+    }
+    if (strncmp(v, "tcp://", 6) == 0) {
+        const char *colon = strrchr(v + 6, ':');
+        if (!colon || colon == v + 6 || !port_valid(colon + 1))
+            return "expected tcp://HOST:PORT, PORT 1..65535";
+        if (v[6] == '[')    /* binding one needs ZMQ_IPV6, which no stage sets */
+            return "IPv6 addresses are not supported";
+        return NULL;
+    }
+    if (strncmp(v, "inproc://", 9) == 0)
+        return v[9] ? NULL : "inproc:// needs a name";
+    return "expected ipc://PATH, tcp://HOST:PORT or inproc://NAME";
+}
+
+/* Decode the UTF-8 sequence at s into *cp; returns its length, or 0 when s
+ * does not start a valid one (bad or truncated byte, overlong form,
+ * surrogate, beyond U+10FFFF). */
+static size_t utf8_next(const unsigned char *s, uint32_t *cp)
+{
+    uint32_t c = s[0], min;
+    size_t n;
+    if (c < 0x80) {
+        *cp = c;
+        return 1;
+    }
+    if ((c & 0xe0) == 0xc0)
+        n = 2, c &= 0x1f, min = 0x80;
+    else if ((c & 0xf0) == 0xe0)
+        n = 3, c &= 0x0f, min = 0x800;
+    else if ((c & 0xf8) == 0xf0)
+        n = 4, c &= 0x07, min = 0x10000;
+    else
+        return 0;
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xc0) != 0x80)      /* also stops at the NUL */
+            return 0;
+        c = (c << 6) | (s[i] & 0x3f);
+    }
+    if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+        return 0;
+    *cp = c;
+    return n;
+}
+
+/* The speak payload: JSON needs valid UTF-8 (jansson drops the field
+ * otherwise), no control characters but tab, and Telnyx takes at most 3000
+ * characters. */
+static const char *check_announce_text(const char *v)
+{
+    size_t chars = 0;
+    for (const unsigned char *p = (const unsigned char *)v; *p; chars++) {
+        uint32_t cp;
+        size_t n = utf8_next(p, &cp);
+        if (n == 0)
+            return "not valid UTF-8";
+        if ((cp < 0x20 && cp != '\t') || (cp >= 0x7f && cp <= 0x9f))
+            return "control character";
+        p += n;
+    }
+    return chars >= 1 && chars <= 3000 ? NULL : "1..3000 characters";
+}
+
+/* announce_voice and announce_language: a Telnyx voice name or language
+ * code, printable ASCII without spaces. */
+static const char *check_token(const char *v)
+{
+    if (!*v)
+        return "must not be empty";
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++)
+        if (*p <= ' ' || *p > '~')
+            return "printable ASCII without spaces";
+    return NULL;
+}
+
+/* --- parsing ---------------------------------------------------------------- */
+
+/* A value as an error message shows it: at most about 60 characters, bytes
+ * outside printable ASCII as \xNN, so junk cannot garble a log line. */
+static const char *value_shown(const char *v, char out[80])
+{
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
+        if (o >= 60) {
+            strcpy(out + o, "...");
+            return out;
+        }
+        if (*p >= ' ' && *p <= '~')
+            out[o++] = (char)*p;
+        else
+            o += (size_t)snprintf(out + o, 5, "\\x%02x", *p);
+    }
+    out[o] = '\0';
+    return out;
+}
+
 /* Parse value for key k into cfg; -1 with err naming the key. */
 static int key_set(struct tg_config *cfg, const struct config_key *k,
                    const char *value, const char *origin, char *err)
 {
     char *base = (char *)cfg + k->offset;
+    char shown[80];
     switch (k->type) {
     case KEY_STR: {
+        const char *why = k->check ? k->check(value) : NULL;
+        if (why)
+            return tg_err(err, "%s: bad value '%s' for %s (%s)",
+                          origin, value_shown(value, shown), k->name, why);
         char **p = (char **)base;
         free(*p);
         *p = xstrdup(value);
@@ -103,7 +289,8 @@ static int key_set(struct tg_config *cfg, const struct config_key *k,
         int64_t v;
         if (tg_parse_i64(value, k->min, k->max, &v) != 0)
             return tg_err(err, "%s: bad value '%s' for %s (integer %lld..%lld)",
-                          origin, value, k->name, (long long)k->min, (long long)k->max);
+                          origin, value_shown(value, shown), k->name,
+                          (long long)k->min, (long long)k->max);
         *(int64_t *)base = v;
         return 0;
     }
@@ -114,7 +301,7 @@ static int key_set(struct tg_config *cfg, const struct config_key *k,
             *(bool *)base = false;
         else
             return tg_err(err, "%s: bad value '%s' for %s (true or false)",
-                          origin, value, k->name);
+                          origin, value_shown(value, shown), k->name);
         return 0;
     case KEY_ENUM:
         for (int i = 0; k->choices[i]; i++)
@@ -122,7 +309,7 @@ static int key_set(struct tg_config *cfg, const struct config_key *k,
                 *(int *)base = i;
                 return 0;
             }
-        return tg_err(err, "%s: bad value '%s' for %s", origin, value, k->name);
+        return tg_err(err, "%s: bad value '%s' for %s", origin, value_shown(value, shown), k->name);
     }
     return tg_err(err, "%s: internal: bad key type", k->name);
 }
@@ -137,6 +324,17 @@ static char *trim(char *s)
     return s;
 }
 
+/* Cut the comment off a line of the file: a '#' at the start of the line or
+ * after whitespace starts one; a '#' inside a word ("sip:#1@x") is text. */
+static void strip_comment(char *line)
+{
+    for (char *p = line; *p; p++)
+        if (*p == '#' && (p == line || isspace((unsigned char)p[-1]))) {
+            *p = '\0';
+            return;
+        }
+}
+
 static int config_read_file(struct tg_config *cfg, const char *path, char *err)
 {
     char *text;
@@ -149,8 +347,9 @@ static int config_read_file(struct tg_config *cfg, const char *path, char *err)
         if (next)
             *next++ = '\0';
         lineno++;
+        strip_comment(line);
         char *s = trim(line);
-        if (*s == '\0' || *s == '#')
+        if (*s == '\0')
             continue;
         char *eq = strchr(s, '=');
         char origin[ERR_LEN];
@@ -215,10 +414,13 @@ int config_load(struct tg_config *cfg, const char *cli_path, char *err)
 
     if (!*cfg->data_dir)
         return tg_err(err, "data_dir: must not be empty");
-    if (!*cfg->namespace_)
-        return tg_err(err, "namespace: must not be empty");
-    if (strlen(cfg->announce_text) == 0 || strlen(cfg->announce_text) > 3000)
-        return tg_err(err, "announce_text: must be 1..3000 characters");
+    /* Telnyx's voices male and female are its basic service level, which
+     * speaks only en-US (the verifier sends service_level basic for them). */
+    if ((!strcmp(cfg->announce_voice, "male") || !strcmp(cfg->announce_voice, "female")) &&
+        strcmp(cfg->announce_language, "en-US") != 0)
+        return tg_err(err, "announce_language: '%.40s' does not go with announce_voice = %s, "
+                      "which speaks only en-US (other languages need another voice)",
+                      cfg->announce_language, cfg->announce_voice);
     if (cfg->command_backoff_max_ms < cfg->command_backoff_initial_ms)
         return tg_err(err, "command_backoff_max_ms: smaller than command_backoff_initial_ms");
     if (strncmp(cfg->telnyx_api_url, "http://", 7) && strncmp(cfg->telnyx_api_url, "https://", 8))
@@ -228,16 +430,25 @@ int config_load(struct tg_config *cfg, const char *cli_path, char *err)
         return tg_err(err, "log_level: bad value '%s' (debug, info, warn, error)", cfg->log_level);
     log_set_level(lvl);
 
-    struct { char **field; const char *name; } eps[] = {
-        {&cfg->verifier_endpoint, "verifier"}, {&cfg->spine_endpoint, "spine"},
-        {&cfg->actuator_endpoint, "actuator"}, {&cfg->events_endpoint, "events"},
-        {&cfg->progress_endpoint, "progress"}, {&cfg->replay_endpoint, "replay"},
+    struct { char **field; const char *key, *name; } eps[] = {
+        {&cfg->verifier_endpoint, "verifier_endpoint", "verifier"},
+        {&cfg->spine_endpoint, "spine_endpoint", "spine"},
+        {&cfg->actuator_endpoint, "actuator_endpoint", "actuator"},
+        {&cfg->events_endpoint, "events_endpoint", "events"},
+        {&cfg->progress_endpoint, "progress_endpoint", "progress"},
+        {&cfg->replay_endpoint, "replay_endpoint", "replay"},
     };
-    for (size_t i = 0; i < ARRAY_LEN(eps); i++)
-        if (!**eps[i].field) {
-            free(*eps[i].field);
-            *eps[i].field = default_endpoint(cfg->data_dir, eps[i].name);
-        }
+    for (size_t i = 0; i < ARRAY_LEN(eps); i++) {
+        if (**eps[i].field)
+            continue;
+        free(*eps[i].field);
+        *eps[i].field = default_endpoint(cfg->data_dir, eps[i].name);
+        if (strlen(*eps[i].field + 6) > IPC_PATH_MAX)
+            return tg_err(err, "data_dir: too long for the default %s: its socket path "
+                          "would be %zu bytes, a Unix socket path holds at most %zu "
+                          "(use a shorter data_dir or set %s)", eps[i].key,
+                          strlen(*eps[i].field + 6), IPC_PATH_MAX, eps[i].key);
+    }
     return 0;
 }
 

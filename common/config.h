@@ -5,7 +5,8 @@
  *
  * Sources, highest precedence first: environment TEL_<KEY>, the config file,
  * the built-in default.  The file is `-c PATH`, else $TEL_CONFIG, else
- * ./tel.conf if present, else none.
+ * ./tel.conf if present, else none.  In the file a '#' at the start of a line
+ * or after whitespace starts a comment; TEL_<KEY> values are taken whole.
  */
 #ifndef TG_CONFIG_H
 #define TG_CONFIG_H

@@ -77,6 +77,12 @@ def listening_on(tmp, args, env, expect_port, other_ports=()):
     ("reject_mode = maybe", "reject_mode"),
     ("signature_tolerance_s = -5", "signature_tolerance_s"),
     ("min_attestation = D", "min_attestation"),
+    ("http_listen = 127.0.0.1:99999", "http_listen"),
+    ("http_listen = 47004s", "http_listen"),
+    ("spine_endpoint = localhost:5555", "spine_endpoint"),
+    ("namespace = Tel", "namespace"),
+    ("announce_language = de-DE", "announce_language"),
+    ("data_dir = /tmp/" + "d" * 100, "data_dir"),
 ])
 def test_bad_file_exits_2_naming_key(tmp, line, key):
     conf = write_conf(os.path.join(tmp, "tel.conf"), os.path.join(tmp, "var"), free_port(), line + "\n")
@@ -88,6 +94,8 @@ def test_bad_file_exits_2_naming_key(tmp, line, key):
 @pytest.mark.parametrize("var,value,key", [
     ("TEL_REJECT_MODE", "maybe", "reject_mode"),
     ("TEL_MAX_BODY_BYTES", "abc", "max_body_bytes"),
+    ("TEL_HTTP_LISTEN", "foo", "http_listen"),
+    ("TEL_ANNOUNCE_TEXT", "bell\x07", "announce_text"),
 ])
 def test_bad_env_value_exits_2_naming_key(tmp, var, value, key):
     conf = write_conf(os.path.join(tmp, "tel.conf"), os.path.join(tmp, "var"), free_port())
@@ -100,6 +108,21 @@ def test_missing_config_file_exits_2(tmp):
     r = run_fail(["-c", os.path.join(tmp, "nope.conf")], clean_env(), tmp)
     assert r.returncode == 2, "exit %d, stderr: %s" % (r.returncode, r.stderr)
     assert r.stderr.strip(), "no reason on stderr"
+
+
+def test_inline_comments(tmp):
+    """A '#' after whitespace starts a comment, also after a value (README's
+    example config); a '#' inside a word stays in the value."""
+    port = free_port()
+    _, pub = helpers.new_keypair()
+    conf = os.path.join(tmp, "tel.conf")
+    with open(conf, "w") as f:
+        f.write("# config test\n"
+                "http_listen       = 127.0.0.1:%d    # behind your TLS terminator\n"
+                "data_dir          = %s\t# state\n"
+                "telnyx_public_key = %s  # from Mission Control\n"
+                "announce_text     = Dial sip:#1@x   # a comment\n" % (port, os.path.join(tmp, "var"), pub))
+    listening_on(tmp, ["-c", conf], clean_env(), port)
 
 
 def test_env_overrides_file(tmp):
