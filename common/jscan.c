@@ -42,23 +42,95 @@ static uint32_t tok_new(struct scanner *sc, enum jscan_type type)
     return p->n++;
 }
 
-static int hex4(const char *s)
+/* Value of the four hex digits at s (0..0xFFFF), or -1. */
+static long hex4(const char *s)
 {
+    long v = 0;
     for (int i = 0; i < 4; i++) {
         char c = s[i];
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
+        int d = c >= '0' && c <= '9' ? c - '0'
+              : c >= 'a' && c <= 'f' ? c - 'a' + 10
+              : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        if (d < 0)
             return -1;
+        v = (v << 4) | d;
+    }
+    return v;
+}
+
+static bool is_high_surrogate(long cp) { return cp >= 0xD800 && cp <= 0xDBFF; }
+static bool is_low_surrogate(long cp) { return cp >= 0xDC00 && cp <= 0xDFFF; }
+
+/*
+ * Length of the well-formed UTF-8 sequence at s[0..n), whose first byte is
+ * not ASCII, or 0 when it is ill-formed (Unicode Standard, table 3-7): a
+ * continuation or invalid lead byte (80..C1, F5..FF), a missing continuation
+ * byte, an overlong form (E0 80..9F, F0 80..8F), a UTF-16 surrogate
+ * (ED A0..BF) or a code point above U+10FFFF (F4 90..BF).
+ */
+static size_t utf8_seq_len(const unsigned char *s, size_t n)
+{
+    unsigned char lo = 0x80, hi = 0xBF;     /* allowed range of the second byte */
+    size_t len;
+    if (s[0] >= 0xC2 && s[0] <= 0xDF) {
+        len = 2;
+    } else if (s[0] >= 0xE0 && s[0] <= 0xEF) {
+        len = 3;
+        if (s[0] == 0xE0)
+            lo = 0xA0;
+        else if (s[0] == 0xED)
+            hi = 0x9F;
+    } else if (s[0] >= 0xF0 && s[0] <= 0xF4) {
+        len = 4;
+        if (s[0] == 0xF0)
+            lo = 0x90;
+        else if (s[0] == 0xF4)
+            hi = 0x8F;
+    } else {
+        return 0;
+    }
+    if (n < len || s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < len; i++)
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+    return len;
+}
+
+/* The escape \uXXXX with sc->pos on its 'u'; a high surrogate must be
+ * followed by a \u escape of a low one.  Leaves sc->pos on the last digit. */
+static int scan_u_escape(struct scanner *sc)
+{
+    long cp = sc->pos + 4 < sc->len ? hex4(sc->s + sc->pos + 1) : -1;
+    if (cp < 0)
+        return fail(sc, "bad \\u escape");
+    if (cp == 0)
+        return fail(sc, "NUL character in string");     /* as jansson */
+    if (is_low_surrogate(cp))
+        return fail(sc, "lone UTF-16 surrogate escape");
+    sc->pos += 4;
+    if (is_high_surrogate(cp)) {
+        const char *s = sc->s + sc->pos + 1;
+        long lo = sc->pos + 6 < sc->len && s[0] == '\\' && s[1] == 'u' ? hex4(s + 2) : -1;
+        if (!is_low_surrogate(lo))
+            return fail(sc, "lone UTF-16 surrogate escape");
+        sc->pos += 6;
     }
     return 0;
 }
 
 static int scan_string(struct scanner *sc)
 {
+    const unsigned char *s = (const unsigned char *)sc->s;
     uint32_t i = tok_new(sc, JSCAN_STRING);
     sc->pos++;                      /* opening quote */
     sc->p->t[i].start = (uint32_t)sc->pos;
     while (sc->pos < sc->len) {
-        unsigned char c = (unsigned char)sc->s[sc->pos];
+        unsigned char c = s[sc->pos];
+        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {      /* the common case */
+            sc->pos++;
+            continue;
+        }
         if (c == '"') {
             sc->p->t[i].end = (uint32_t)sc->pos++;
             sc->p->t[i].next = sc->p->n;
@@ -66,20 +138,22 @@ static int scan_string(struct scanner *sc)
         }
         if (c < 0x20)
             return fail(sc, "control character in string");
-        if (c == '\\') {
-            sc->p->t[i].escaped = true;
-            if (++sc->pos >= sc->len)
-                break;
-            c = (unsigned char)sc->s[sc->pos];
-            if (c == 'u') {
-                if (sc->pos + 4 >= sc->len || hex4(sc->s + sc->pos + 1) != 0)
-                    return fail(sc, "bad \\u escape");
-                if (memcmp(sc->s + sc->pos + 1, "0000", 4) == 0)
-                    return fail(sc, "NUL character in string");   /* as jansson */
-                sc->pos += 4;
-            } else if (!strchr("\"\\/bfnrt", c)) {
-                return fail(sc, "bad escape");
-            }
+        if (c >= 0x80) {
+            size_t n = utf8_seq_len(s + sc->pos, sc->len - sc->pos);
+            if (n == 0)
+                return fail(sc, "invalid UTF-8 in string");
+            sc->pos += n;
+            continue;
+        }
+        sc->p->t[i].escaped = true;     /* c == '\\' */
+        if (++sc->pos >= sc->len)
+            break;
+        c = s[sc->pos];
+        if (c == 'u') {
+            if (scan_u_escape(sc) != 0)
+                return -1;
+        } else if (c == '\0' || !strchr("\"\\/bfnrt", c)) {
+            return fail(sc, "bad escape");
         }
         sc->pos++;
     }
@@ -242,7 +316,9 @@ int jscan_next(const struct jscan *p, int parent, int el)
 }
 
 /* Decode string token t into out (capacity >= raw length + 1); returns the
- * decoded length, or -1 on an embedded NUL or a bad surrogate. */
+ * decoded length, or -1 on a NUL or a lone surrogate (both already refused
+ * by the scan).  The scan let only well-formed UTF-8 through, and escapes
+ * decode to well-formed UTF-8, so the result is well-formed UTF-8. */
 static long decode(const struct jscan *p, const struct jscan_tok *t, char *out)
 {
     const char *s = p->js + t->start, *e = p->js + t->end;
@@ -261,20 +337,16 @@ static long decode(const struct jscan *p, const struct jscan_tok *t, char *out)
         case 'r': out[n++] = '\r'; break;
         case 't': out[n++] = '\t'; break;
         case 'u': {
-            unsigned long cp = strtoul((char[5]){s[0], s[1], s[2], s[3], 0}, NULL, 16);
+            long cp = e - s >= 4 ? hex4(s) : -1;
             s += 4;
-            if (cp >= 0xD800 && cp <= 0xDBFF) {
-                if (e - s < 6 || s[0] != '\\' || s[1] != 'u')
-                    return -1;
-                unsigned long lo = strtoul((char[5]){s[2], s[3], s[4], s[5], 0}, NULL, 16);
-                if (lo < 0xDC00 || lo > 0xDFFF)
+            if (is_high_surrogate(cp)) {
+                long lo = e - s >= 6 && s[0] == '\\' && s[1] == 'u' ? hex4(s + 2) : -1;
+                if (!is_low_surrogate(lo))
                     return -1;
                 cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
                 s += 6;
-            } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
-                return -1;
             }
-            if (cp == 0)
+            if (cp <= 0 || is_low_surrogate(cp))
                 return -1;
             if (cp < 0x80) {
                 out[n++] = (char)cp;

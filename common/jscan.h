@@ -2,7 +2,8 @@
  * jscan.h - a small, strict, validating JSON scanner: one pass builds a flat
  * array of tokens (like jsmn) over the caller's buffer, without allocating
  * per value, so a reader can pick the few fields it needs from a large
- * document.  No telgate knowledge.  Used by the verifier on every webhook.
+ * document.  No telgate knowledge.  Used by the ingress and the verifier on
+ * every webhook.
  */
 #ifndef TG_JSCAN_H
 #define TG_JSCAN_H
@@ -33,9 +34,13 @@ struct jscan {
     uint32_t n, cap;
 };
 
-/* Scan js[0..len): exactly one JSON value (RFC 8259, UTF-8 not re-validated,
- * the escape \u0000 refused as jansson does), surrounding white space allowed.  0 ok (free with jscan_free), -1 with err
- * naming the byte offset.  The token array is reused across calls. */
+/* Scan js[0..len): exactly one JSON value (RFC 8259), surrounding white
+ * space allowed.  Strings must be well-formed UTF-8 (no overlong forms,
+ * surrogates or code points above U+10FFFF); as jansson does, the escape
+ * \u0000 and lone surrogate escapes (\ud800 not followed by \udc00..\udfff,
+ * or \udc00 alone) are refused too, so every string decodes to well-formed
+ * UTF-8 without NUL.  0 ok (free with jscan_free), -1 with err naming the
+ * byte offset.  The token array is reused across calls. */
 int jscan_parse(struct jscan *p, const char *js, size_t len, char *err) TG_MUST_CHECK;
 void jscan_free(struct jscan *p);
 
@@ -44,8 +49,8 @@ void jscan_free(struct jscan *p);
  * Keys with escapes are compared decoded. */
 int jscan_get(const struct jscan *p, int obj, const char *key);
 
-/* Decoded copy of string token tok (caller frees), or NULL when tok < 0, is
- * not a string, or decodes to text containing NUL. */
+/* Decoded copy of string token tok (caller frees): well-formed UTF-8 without
+ * NUL.  NULL when tok < 0 or is not a string. */
 char *jscan_strdup(const struct jscan *p, int tok);
 
 /* Whether token tok is of type t (false for tok < 0). */

@@ -56,6 +56,14 @@ void log_msg(enum log_level level, const char *fmt, ...)
     va_end(ap);
 }
 
+void log_always(enum log_level level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    log_vwrite(level_names[level], fmt, ap);
+    va_end(ap);
+}
+
 void log_fatal(const char *fmt, ...)
 {
     va_list ap;

@@ -17,6 +17,10 @@ void log_set_level(enum log_level level);
 int log_level_parse(const char *s, enum log_level *out);
 
 void log_msg(enum log_level level, const char *fmt, ...) TG_PRINTF(2, 3);
+/* Log with the name of level, whatever log_set_level() filters out: for the
+ * few facts an operator must see at any level (e.g. that webhook signatures
+ * are not checked). */
+void log_always(enum log_level level, const char *fmt, ...) TG_PRINTF(2, 3);
 void log_fatal(const char *fmt, ...) TG_PRINTF(1, 2) __attribute__((noreturn));
 void log_panic(const char *fmt, ...) TG_PRINTF(1, 2) __attribute__((noreturn));
 

@@ -128,7 +128,8 @@ static int send_error(struct mg_connection *c, int status, const char *code, con
 /* ---- POST /webhooks/telnyx ---- */
 
 /* Read the whole body, at most max bytes.  Returns 0 with *body (caller
- * frees) and *len; 1 when over the limit; -1 on a read error. */
+ * frees) and *len; 1 when over the limit; -1 on a read error or when the
+ * body ended (timeout or close) before its Content-Length. */
 static int body_read(struct mg_connection *c, int64_t max, char **body, size_t *len)
 {
     const struct mg_request_info *ri = mg_get_request_info(c);
@@ -159,6 +160,10 @@ static int body_read(struct mg_connection *c, int64_t max, char **body, size_t *
     if (n > (size_t)max) {
         free(buf);
         return 1;
+    }
+    if (ri->content_length >= 0 && n < (size_t)ri->content_length) {
+        free(buf);
+        return -1;
     }
     *body = buf;
     *len = n;
@@ -212,7 +217,8 @@ static int handle_webhook(struct ingress_http *h, struct mg_connection *c, uint6
         return send_error(c, 413, "payload_too_large", err, NULL, true);
     }
     if (rr < 0)
-        return send_error(c, 400, "incomplete_body", "the request body could not be read", NULL, true);
+        return send_error(c, 400, "incomplete_body", "the request body ended before it was complete",
+                          NULL, true);
 
     const char *sig = mg_get_header(c, "telnyx-signature-ed25519");
     const char *ts = mg_get_header(c, "telnyx-timestamp");
@@ -338,6 +344,54 @@ static int on_request(struct mg_connection *c, void *cbdata)
     return status;
 }
 
+/* Error codes and sentences of the answers CivetWeb gives on its own. */
+static const struct {
+    int status;
+    const char *code, *sentence;
+} civetweb_errors[] = {
+    {400, "bad_request", "the request could not be parsed as HTTP"},
+    {408, "request_timeout", "the request did not arrive in time"},
+    {411, "length_required", "the request has no valid Content-Length"},
+    {413, "payload_too_large", "the request is too large"},
+    {414, "uri_too_long", "the request URI is too long"},
+    {417, "expectation_failed", "the Expect header cannot be met"},
+    {431, "header_fields_too_large", "the request headers are too large"},
+    {501, "not_implemented", "the request needs a feature this server lacks"},
+    {505, "http_version_not_supported", "only HTTP/1.0 and HTTP/1.1 are served"},
+};
+
+/*
+ * CivetWeb answers requests it cannot parse (bad request line or header,
+ * Content-Length not a number, HTTP/2.0, ...) without calling on_request:
+ * give those answers the same JSON form as every other error, with
+ * CivetWeb's message in the detail, and close the connection, since what
+ * follows on it cannot be trusted.  Returns 0: the answer is sent (1 would
+ * let CivetWeb send its own, as it does for statuses below 400).
+ */
+static int on_http_error(struct mg_connection *c, int status, const char *errmsg)
+{
+    const char *code = status < 500 ? "client_error" : "server_error";
+    const char *sentence = "the request could not be served";
+    char detail[ERR_LEN];
+
+    if (status < 400)
+        return 1;
+    for (size_t i = 0; i < ARRAY_LEN(civetweb_errors); i++) {
+        if (civetweb_errors[i].status == status) {
+            code = civetweb_errors[i].code;
+            sentence = civetweb_errors[i].sentence;
+            break;
+        }
+    }
+    if (errmsg && *errmsg)
+        snprintf(detail, sizeof detail, "%s (%.200s)", sentence, errmsg);
+    else
+        snprintf(detail, sizeof detail, "%s", sentence);
+    log_debug("HTTP error %d from CivetWeb: %s", status, detail);
+    send_error(c, status, code, detail, NULL, true);
+    return 0;
+}
+
 static int on_log_message(const struct mg_connection *c, const char *message)
 {
     TG_UNUSED(c);
@@ -385,6 +439,7 @@ int ingress_http_start(const struct ingress_http_opts *opts, struct ingress_http
     cb.log_message = on_log_message;
     cb.init_connection = on_init_connection;
     cb.connection_closed = on_connection_closed;
+    cb.http_error = on_http_error;
     struct mg_init_data init = {.callbacks = &cb, .user_data = h, .configuration_options = options};
     struct mg_error_data edata = {.code = &ecode, .text = etext, .text_buffer_size = sizeof etext};
 

@@ -38,23 +38,39 @@ static int fail(enum ingress_sig_fail *why, enum ingress_sig_fail w, char *err, 
     return tg_err(err, "%s", msg);
 }
 
+/* The header value s without surrounding SP and HTAB (RFC 9110 OWS): its
+ * first byte, and the length in *len.  NULL stays NULL. */
+static const char *ows_trim(const char *s, size_t *len)
+{
+    *len = 0;
+    if (!s)
+        return NULL;
+    s += strspn(s, " \t");
+    size_t n = strlen(s);
+    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+        n--;
+    *len = n;
+    return s;
+}
+
 int ingress_sig_verify(const struct ingress_sig_key *key, const char *sig_b64, const char *ts,
                        const void *body, size_t body_len, int64_t now_s, int64_t tolerance_s,
                        enum ingress_sig_fail *why, char *err)
 {
     uint8_t sig[INGRESS_SIG_BYTES + 8];
-    size_t sig_len = 0;
+    size_t sig_len = 0, ts_len, b64_len;
 
-    if (!ts || !*ts)
+    ts = ows_trim(ts, &ts_len);
+    sig_b64 = ows_trim(sig_b64, &b64_len);
+    if (ts_len == 0)
         return fail(why, INGRESS_SIG_MISSING, err, "missing telnyx-timestamp header");
-    if (!sig_b64 || !*sig_b64)
+    if (b64_len == 0)
         return fail(why, INGRESS_SIG_MISSING, err, "missing telnyx-signature-ed25519 header");
 
-    size_t ts_len = strlen(ts);
     if (ts_len > INGRESS_SIG_TS_MAX_DIGITS || strspn(ts, "0123456789") != ts_len)
         return fail(why, INGRESS_SIG_BAD_TIMESTAMP, err,
                     "telnyx-timestamp is not a decimal Unix time");
-    int64_t t = (int64_t)strtoll(ts, NULL, 10);
+    int64_t t = (int64_t)strtoll(ts, NULL, 10);     /* stops at the digits' end */
     int64_t skew = now_s > t ? now_s - t : t - now_s;
     if (skew > tolerance_s) {
         *why = INGRESS_SIG_STALE;
@@ -63,7 +79,7 @@ int ingress_sig_verify(const struct ingress_sig_key *key, const char *sig_b64, c
                       (long long)tolerance_s);
     }
 
-    if (tg_b64_decode(sig_b64, strlen(sig_b64), sig, sizeof sig, &sig_len) != 0 ||
+    if (tg_b64_decode(sig_b64, b64_len, sig, sizeof sig, &sig_len) != 0 ||
         sig_len != INGRESS_SIG_BYTES)
         return fail(why, INGRESS_SIG_BAD_SIGNATURE, err,
                     "telnyx-signature-ed25519 is not base64 of a 64-byte signature");

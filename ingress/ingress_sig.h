@@ -39,11 +39,13 @@ int ingress_sig_key_parse(const char *b64, struct ingress_sig_key *key, char *er
 
 /*
  * Check one webhook.  sig_b64 and ts are the raw header values (NULL when
- * absent); body/body_len the raw body exactly as received.  The timestamp is
- * checked first (all digits, |now_s - ts| <= tolerance_s), then the signature
- * (base64 of exactly 64 bytes, crypto_sign_verify_detached over
- * "<ts>|<body>").  Returns 0 when authentic, or -1 with err and *why set.
- * Nothing is kept; the caller owns every argument.
+ * absent); spaces and tabs around them (RFC 9110 OWS) are ignored, and a
+ * value of nothing else counts as absent.  body/body_len the raw body
+ * exactly as received.  The timestamp is checked first (all digits,
+ * |now_s - ts| <= tolerance_s), then the signature (base64 of exactly 64
+ * bytes, crypto_sign_verify_detached over "<ts>|<body>", with ts trimmed).
+ * Returns 0 when authentic, or -1 with err and *why set.  Nothing is kept;
+ * the caller owns every argument.
  */
 int ingress_sig_verify(const struct ingress_sig_key *key, const char *sig_b64, const char *ts,
                        const void *body, size_t body_len, int64_t now_s, int64_t tolerance_s,

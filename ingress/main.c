@@ -114,8 +114,8 @@ int main(int argc, char **argv)
         }
         keyp = &key;
     } else {
-        log_warn("allow_unsigned_webhooks = true: webhook signatures are NOT verified%s",
-                 have_key ? " (telnyx_public_key is ignored)" : "");
+        log_always(LOG_WARN, "allow_unsigned_webhooks = true: webhook signatures are NOT verified%s",
+                   have_key ? " (telnyx_public_key is ignored)" : "");
     }
 
     ingress_metrics_init(&metrics);

@@ -1,6 +1,8 @@
 # test_http.py - SPEC section 3 against the real ingress: every answer of the
-# webhook endpoint (200/400/401/404/405/413), /health, /metrics, slow and
-# garbage clients, and the explicit unsigned mode.
+# webhook endpoint (200/400/401/404/405/413), bodies that are not UTF-8 or
+# shorter than their Content-Length, JSON answers to requests CivetWeb cannot
+# parse, /health, /metrics, slow and garbage clients, and the explicit
+# unsigned mode.
 import json
 import os
 import re
@@ -107,6 +109,17 @@ def test_bad_signature_401(module_gate, case):
     assert_error(status, parsed, raw, 401)
 
 
+def test_spaces_around_signature_headers_accepted(module_gate):
+    """Spaces around the header values are optional white space (RFC 9110),
+    not part of them.  (CivetWeb refuses header lines with tabs as malformed.)"""
+    body, eid = envelope("call.dtmf.received", {"call_control_id": "v3:ows", "digit": "8"})
+    h = sign_headers(module_gate.standin.seed, body)
+    for k in ("telnyx-signature-ed25519", "telnyx-timestamp"):
+        h[k] = "  %s  " % h[k]
+    status, parsed, raw = module_gate.post(body, h)
+    assert status == 200 and parsed.get("id") == eid, raw
+
+
 CASES_400 = {
     "not_json": b"this is not json{",
     "empty": b"",
@@ -124,6 +137,31 @@ CASES_400 = {
 def test_not_an_envelope_400(module_gate, case):
     status, parsed, raw = module_gate.post_signed(CASES_400[case])
     assert_error(status, parsed, raw, 400)
+
+
+# Ill-formed UTF-8 (and a lone surrogate escape) inside a JSON string of a
+# correctly signed envelope: RFC 8259 JSON text is UTF-8.
+BAD_UTF8 = {
+    "not_utf8": b"\xff\xfe",
+    "overlong": b"\xc0\xaf",
+    "surrogate": b"\xed\xa0\x80",
+    "above_10ffff": b"\xf4\x90\x80\x80",
+    "cut_short": b"\xe2\x82",
+    "lone_surrogate_escape": b"\\ud800",
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_UTF8))
+def test_invalid_utf8_400(module_gate, case):
+    g = module_gate
+    template, _ = envelope("call.dtmf.received", {"call_control_id": "v3:utf8-" + uuid.uuid4().hex,
+                                                  "digit": "@TEXT@"})
+    good = template.replace(b"@TEXT@", "caf\u00e9 \u20ac \U0001f600".encode())   # 2, 3, 4 bytes
+    status, _, raw = g.post_signed(good)
+    assert status == 200, "well-formed UTF-8 refused: %r" % raw
+    status, parsed, raw = g.post_signed(template.replace(b"@TEXT@", b"caf" + BAD_UTF8[case]))
+    assert_error(status, parsed, raw, 400)
+    assert parsed["error"] == "invalid_json", raw
 
 
 def raw_exchange(port, data, timeout=5.0):
@@ -159,6 +197,56 @@ def parse_raw_response(out):
     except ValueError:
         parsed = None
     return int(m.group(1)), parsed, body
+
+
+def test_body_shorter_than_content_length_400(make_gate):
+    """A body that stops short of its Content-Length (then the client stalls)
+    is incomplete when the request times out, never accepted as it is."""
+    seed, pub = helpers.new_keypair()
+    g = make_gate(standin=False, conf={"telnyx_public_key": pub, "http_request_timeout_ms": 500},
+                  stages=("ingress",))
+    body, _ = envelope("call.dtmf.received", {"call_control_id": "v3:short", "digit": "7"})
+    head = "POST /webhooks/telnyx HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    head += "".join("%s: %s\r\n" % kv for kv in sign_headers(seed, body).items())
+    head += "Content-Length: %d\r\n\r\n" % (len(body) + 10)
+    t0 = time.monotonic()
+    out = raw_exchange(g.http_port, head.encode() + body, timeout=10.0)
+    status, parsed, raw = parse_raw_response(out)
+    assert_error(status, parsed, raw, 400)
+    assert parsed["error"] == "incomplete_body", raw
+    assert time.monotonic() - t0 < 8.0, "no answer within the request timeout"
+
+
+def raw_answer(port, data):
+    """Status, lower-case headers and parsed JSON body (or None) of the
+    answer to raw bytes sent on a fresh connection."""
+    out = raw_exchange(port, data)
+    status, parsed, body = parse_raw_response(out)
+    head = out.partition(b"\r\n\r\n")[0].decode("latin-1")
+    headers = {k.strip().lower(): v.strip() for k, _, v in
+               (line.partition(":") for line in head.split("\r\n")[1:])}
+    return status, headers, parsed, body
+
+
+@pytest.mark.parametrize("request_bytes,want,code", [
+    (b"FOO /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 400, "bad_request"),
+    (b"GARBAGE\r\n\r\n", 400, "bad_request"),
+    (b"GET /health HTTP/1.1 extra\r\nHost: 127.0.0.1\r\n\r\n", 400, "bad_request"),
+    (b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nno colon here\r\n\r\n", 400, "bad_request"),
+    (b"POST /webhooks/telnyx HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: abc\r\n\r\n{}",
+     411, "length_required"),
+    (b"GET /health HTTP/2.0\r\nHost: 127.0.0.1\r\n\r\n", 505, "http_version_not_supported"),
+], ids=["unknown_method", "garbage_request_line", "bad_request_line", "bad_header_line",
+        "content_length_not_number", "http_2_0"])
+def test_unparsable_requests_get_json_errors(module_gate, request_bytes, want, code):
+    """Requests CivetWeb rejects before any handler still get the JSON error
+    form of SPEC section 3, and their connection is closed."""
+    status, headers, parsed, raw = raw_answer(module_gate.http_port, request_bytes)
+    assert_error(status, parsed, raw, want)
+    assert parsed["error"] == code, raw
+    assert headers.get("content-type", "").startswith("application/json"), headers
+    assert headers.get("connection", "").lower() == "close", headers
+    assert module_gate.proc("ingress").alive()
 
 
 def test_body_too_large_413(module_gate):
@@ -287,6 +375,14 @@ def test_unsigned_mode_explicit(make_gate):
     assert re.search(r"unverified|unsigned", log, re.I), "log does not say so:\n" + log
     status, parsed, raw = g.post(b"not json", {"Content-Type": "application/json"})
     assert_error(status, parsed, raw, 400)
+
+
+def test_unsigned_mode_logged_at_any_level(make_gate):
+    """Running unverified is said in the log even with log_level = error."""
+    g = make_gate(standin=False, conf={"allow_unsigned_webhooks": "true", "log_level": "error"},
+                  stages=("ingress",))
+    log = g.proc("ingress").log_text()
+    assert re.search(r"signatures are not verified", log, re.I), "log does not say so:\n" + log
 
 
 def test_signed_webhook_accepted_in_unsigned_mode_too(make_gate):

@@ -1,7 +1,7 @@
 /*
  * jscan_test.c - unit tests of the JSON scanner (common/jscan.c): accepts
- * and rejects exactly what jansson does on a corpus, decodes escapes,
- * looks up members and iterates containers.
+ * and rejects exactly what jansson does on a corpus (also ill-formed UTF-8),
+ * decodes escapes, looks up members and iterates containers.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -28,6 +28,44 @@ static const char *const invalid[] = {
     "[1]]", "{\"a\":1}x", "+1",
 };
 
+/* Strings of well-formed UTF-8: 2, 3 and 4 bytes, at the edges of each
+ * length and around the surrogate block. */
+static const char *const valid_utf8[] = {
+    "\"caf\xc3\xa9\"",                                         /* U+00E9 */
+    "\"\xc2\x80 \xdf\xbf\"",                                    /* U+0080, U+07FF */
+    "\"\xe0\xa0\x80 \xe2\x82\xac \xef\xbf\xbf\"",                    /* U+0800, U+20AC, U+FFFF */
+    "\"\xed\x9f\xbf \xee\x80\x80\"",                              /* U+D7FF, U+E000 */
+    "\"\xf0\x90\x80\x80 \xf0\x9f\x98\x80 \xf4\x8f\xbf\xbf\"",         /* U+10000, U+1F600, U+10FFFF */
+    "{\"cl\xc3\xa9\":[\"\xe6\x97\xa5\xe6\x9c\xac\"]}",               /* in a key too */
+};
+
+/* Ill-formed UTF-8 in strings, and lone surrogate escapes. */
+static const char *const invalid_utf8[] = {
+    "\"\xff\xfe\"",                                   /* bytes that are never UTF-8 */
+    "\"\x80\"", "\"a\xbf\"",                          /* continuation byte, no lead byte */
+    "\"\xc3\xa9\xa9\"",                               /* one continuation byte too many */
+    "\"\xf5\x80\x80\x80\"", "\"\xf8\x88\x80\x80\x80\"",      /* invalid lead bytes */
+    "\"\xc3\"", "\"\xc3x\"", "\"\xe2\x82\"", "\"\xf0\x9f\x98\"",  /* continuation bytes missing */
+    "\"\xc0\xaf\"", "\"\xc1\xbf\"",                     /* overlong 2-byte forms */
+    "\"\xe0\x80\xaf\"", "\"\xe0\x9f\xbf\"",             /* overlong 3-byte forms */
+    "\"\xf0\x80\x80\xaf\"", "\"\xf0\x8f\xbf\xbf\"",     /* overlong 4-byte forms */
+    "\"\xed\xa0\x80\"", "\"\xed\xbf\xbf\"",             /* surrogates U+D800, U+DFFF */
+    "\"\xed\xa0\xbd\xed\xb8\x80\"",                     /* a surrogate pair (CESU-8) */
+    "\"\xf4\x90\x80\x80\"", "\"\xf7\xbf\xbf\xbf\"",     /* above U+10FFFF */
+    "{\"k\xff\":1}",                                  /* in a key */
+    "\"\\ud800\"", "\"\\udbff x\"", "\"\\ud800\\u0041\"",   /* lone high surrogate escapes */
+    "\"\\ud800\\ud800\"", "\"\\ud800\\\"",
+    "\"\\udc00\"", "\"\\udfff\\ud800\"",                /* lone low surrogate escapes */
+};
+
+/* \u escapes decode to well-formed UTF-8, at the edges of each length. */
+static const struct { const char *doc, *want; } escapes_utf8[] = {
+    {"\"\\u007f\"", "\x7f"},
+    {"\"\\u0080\\u07FF\"", "\xc2\x80\xdf\xbf"},
+    {"\"\\u0800\\ud7ff\\ue000\\uffff\"", "\xe0\xa0\x80\xed\x9f\xbf\xee\x80\x80\xef\xbf\xbf"},
+    {"\"\\ud800\\udc00\\udbff\\udfff\"", "\xf0\x90\x80\x80\xf4\x8f\xbf\xbf"},
+};
+
 static void test_matches_jansson(void **state)
 {
     struct jscan js = {0};
@@ -48,6 +86,59 @@ static void test_matches_jansson(void **state)
         if (j)
             fail_msg("jansson accepts invalid[%zu]", i);
     }
+    jscan_free(&js);
+}
+
+/* Well-formed UTF-8 is accepted and copied unchanged, escapes decode to
+ * it, and every ill-formed sequence is refused, as jansson does. */
+static void test_utf8(void **state)
+{
+    struct jscan js = {0};
+    char err[ERR_LEN];
+    json_error_t je;
+    for (size_t i = 0; i < sizeof valid_utf8 / sizeof *valid_utf8; i++) {
+        const char *doc = valid_utf8[i];
+        if (jscan_parse(&js, doc, strlen(doc), err) != 0)
+            fail_msg("valid_utf8[%zu] rejected: %s", i, err);
+        json_t *j = json_loadb(doc, strlen(doc), JSON_DECODE_ANY, &je);
+        assert_non_null(j);
+        json_decref(j);
+        if (jscan_is(&js, 0, JSCAN_STRING)) {       /* raw UTF-8 is copied unchanged */
+            char *s = jscan_strdup(&js, 0);
+            assert_non_null(s);
+            assert_int_equal(strlen(s), strlen(doc) - 2);
+            assert_memory_equal(s, doc + 1, strlen(s));
+            free(s);
+        }
+    }
+    for (size_t i = 0; i < sizeof invalid_utf8 / sizeof *invalid_utf8; i++) {
+        const char *doc = invalid_utf8[i];
+        if (jscan_parse(&js, doc, strlen(doc), err) == 0)
+            fail_msg("invalid_utf8[%zu] accepted", i);
+        assert_non_null(strstr(err, "JSON"));
+        json_t *j = json_loadb(doc, strlen(doc), JSON_DECODE_ANY, &je);
+        if (j)
+            fail_msg("jansson accepts invalid_utf8[%zu]", i);
+    }
+    for (size_t i = 0; i < sizeof escapes_utf8 / sizeof *escapes_utf8; i++) {
+        const char *doc = escapes_utf8[i].doc;
+        assert_int_equal(jscan_parse(&js, doc, strlen(doc), err), 0);
+        char *s = jscan_strdup(&js, 0);
+        assert_non_null(s);
+        assert_string_equal(s, escapes_utf8[i].want);
+        free(s);
+    }
+    jscan_free(&js);
+}
+
+/* A backslash before a NUL byte is no escape (strlen cannot express it). */
+static void test_escaped_nul_byte(void **state)
+{
+    struct jscan js = {0};
+    char err[ERR_LEN];
+    static const char doc[] = "{\"a\":\"\\\0\"}";
+    assert_int_equal(jscan_parse(&js, doc, sizeof doc - 1, err), -1);
+    assert_non_null(strstr(err, "escape"));
     jscan_free(&js);
 }
 
@@ -103,18 +194,21 @@ static void test_lookup_and_decode(void **state)
     jscan_free(&js);
 }
 
-/* Every prefix of a valid document is rejected, never read past its end. */
+/* Every prefix of a valid document is rejected, never read past its end
+ * (also inside a multi-byte character or a surrogate pair escape). */
 static void test_prefixes(void **state)
 {
     struct jscan js = {0};
     char err[ERR_LEN];
-    const char *doc = valid[11];
-    size_t len = strlen(doc);
-    for (size_t n = 0; n < len; n++) {
-        char *copy = xmalloc(n ? n : 1);       /* exact size: ASan catches over-reads */
-        memcpy(copy, doc, n);
-        assert_int_equal(jscan_parse(&js, copy, n, err), -1);
-        free(copy);
+    const char *const docs[] = {valid[11], valid_utf8[4], "[\"\\ud83d\\ude00\"]"};
+    for (size_t d = 0; d < sizeof docs / sizeof *docs; d++) {
+        size_t len = strlen(docs[d]);
+        for (size_t n = 0; n < len; n++) {
+            char *copy = xmalloc(n ? n : 1);       /* exact size: ASan catches over-reads */
+            memcpy(copy, docs[d], n);
+            assert_int_equal(jscan_parse(&js, copy, n, err), -1);
+            free(copy);
+        }
     }
     jscan_free(&js);
 }
@@ -123,6 +217,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matches_jansson),
+        cmocka_unit_test(test_utf8),
+        cmocka_unit_test(test_escaped_nul_byte),
         cmocka_unit_test(test_depth_limit),
         cmocka_unit_test(test_lookup_and_decode),
         cmocka_unit_test(test_prefixes),

@@ -1,7 +1,8 @@
 /*
  * sig_test.c - unit tests of the Telnyx webhook signature check
  * (ingress/ingress_sig.c) with the test vector of telnyx.md section 2.5 and
- * its negative cases; the clock is faked through the now parameter.
+ * its negative cases, also with white space around the header values; the
+ * clock is faked through the now parameter.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -125,12 +126,36 @@ static void test_bad_timestamp(void **state)
 {
     (void)state;
     enum ingress_sig_fail why;
-    static const char *const bad[] = {"17000000a0", "-1700000000", " 1700000000", "1700000000 ",
+    static const char *const bad[] = {"17000000a0", "-1700000000", "1700000000\r", "17000 00000",
                                       "1.7e9", "0x6553f100", "99999999999999999999"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         assert_int_equal(verify(SIG, bad[i], body, sizeof body - 1, NOW, &why), -1);
         assert_int_equal(why, INGRESS_SIG_BAD_TIMESTAMP);
     }
+}
+
+/* Spaces and tabs around either header value (RFC 9110 OWS) are not part
+ * of it; a value of only white space is as good as none. */
+static void test_header_whitespace(void **state)
+{
+    (void)state;
+    enum ingress_sig_fail why;
+    static const char *const ts_ok[] = {" " TS, TS " ", "\t" TS "\t", "  \t" TS " \t "};
+    static const char *const sig_ok[] = {" " SIG, SIG " ", "\t" SIG "\t", " \t " SIG "\t  "};
+    for (size_t i = 0; i < sizeof ts_ok / sizeof ts_ok[0]; i++) {
+        assert_int_equal(verify(SIG, ts_ok[i], body, sizeof body - 1, NOW, &why), 0);
+        assert_int_equal(verify(sig_ok[i], TS, body, sizeof body - 1, NOW, &why), 0);
+        assert_int_equal(verify(sig_ok[i], ts_ok[i], body, sizeof body - 1, NOW, &why), 0);
+    }
+    /* trimming relaxes no check: a stale or altered timestamp still fails */
+    assert_int_equal(verify(SIG, " " TS " ", body, sizeof body - 1, NOW + TOL + 1, &why), -1);
+    assert_int_equal(why, INGRESS_SIG_STALE);
+    assert_int_equal(verify(SIG, " 1700000001 ", body, sizeof body - 1, NOW, &why), -1);
+    assert_int_equal(why, INGRESS_SIG_BAD_SIGNATURE);
+    assert_int_equal(verify(SIG, " \t ", body, sizeof body - 1, NOW, &why), -1);
+    assert_int_equal(why, INGRESS_SIG_MISSING);
+    assert_int_equal(verify("\t ", TS, body, sizeof body - 1, NOW, &why), -1);
+    assert_int_equal(why, INGRESS_SIG_MISSING);
 }
 
 static void test_missing_headers(void **state)
@@ -193,6 +218,7 @@ int main(void)
         cmocka_unit_test(test_reserialized_body),
         cmocka_unit_test(test_stale_and_future),
         cmocka_unit_test(test_bad_timestamp),
+        cmocka_unit_test(test_header_whitespace),
         cmocka_unit_test(test_missing_headers),
         cmocka_unit_test(test_bad_signature_encoding),
         cmocka_unit_test(test_key_parse),
