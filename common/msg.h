@@ -15,6 +15,10 @@
 
 #define MSG_VERSION 1
 #define MSG_MAX_BYTES (4u << 20)
+/* Longest webhook data.id, in bytes: the spine keys webhooks by an 8-byte
+ * time and the id, and LMDB keys are at most 511 bytes.  The ingress
+ * refuses longer ids (400), so none is accepted and then never processed. */
+#define MSG_WEBHOOK_ID_MAX 503
 
 enum msg_type {
     MSG_WEBHOOK = 1,   /* ingress -> verifier */

@@ -6,6 +6,7 @@
 #include "ingress_http.h"
 #include "jscan.h"
 #include "log.h"
+#include "msg.h"
 
 #include <inttypes.h>
 #include <stdatomic.h>
@@ -184,6 +185,10 @@ static int envelope_check(const struct jscan *js, char **id, char *err)
     if (!v || !*v) {
         free(v);
         return tg_err(err, "\"data.id\" is missing or not a non-empty string");
+    }
+    if (strlen(v) > MSG_WEBHOOK_ID_MAX) {
+        free(v);
+        return tg_err(err, "\"data.id\" is longer than %d bytes", MSG_WEBHOOK_ID_MAX);
     }
     if (!jscan_is(js, jscan_get(js, data, "event_type"), JSCAN_STRING)) {
         free(v);

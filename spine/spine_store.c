@@ -91,12 +91,15 @@ static int events_check(const struct tg_event *ev, size_t n, char *err)
     return 0;
 }
 
+_Static_assert(MSG_WEBHOOK_ID_MAX + 8 <= SPINEDB_WEBHOOK_KEY_MAX,
+               "a webhook key is an 8-byte time and the data.id");
+
 static int input_check(const struct spine_input *in, char *err)
 {
     switch (in->type) {
     case MSG_RESULT:
         if (key_check("webhook_id", in->u.result.webhook_id, err) != 0 ||
-            strlen(in->u.result.webhook_id) > SPINEDB_WEBHOOK_KEY_MAX - 8 ||
+            strlen(in->u.result.webhook_id) > MSG_WEBHOOK_ID_MAX ||
             events_check(in->u.result.events, in->u.result.n_events, err) != 0)
             return -1;
         for (size_t i = 0; i < in->u.result.n_commands; i++)

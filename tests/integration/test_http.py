@@ -139,6 +139,21 @@ def test_not_an_envelope_400(module_gate, case):
     assert_error(status, parsed, raw, 400)
 
 
+def test_data_id_length_limit(module_gate):
+    """The spine keys webhooks by time and data.id (LMDB keys <= 511 bytes):
+    an id of 503 bytes is accepted, a longer one refused up front instead of
+    answered 200 and never processed."""
+    def post_with_id(wid):
+        body = json.dumps({"data": {"id": wid, "event_type": "call.dtmf.received",
+                                    "payload": {"call_control_id": "v3:idlen", "digit": "1"}}}).encode()
+        return module_gate.post_signed(body)
+    status, parsed, raw = post_with_id("i" * 503)
+    assert status == 200 and parsed.get("id") == "i" * 503, raw
+    status, parsed, raw = post_with_id("i" * 504)
+    assert_error(status, parsed, raw, 400)
+    assert "longer than 503" in parsed["detail"], raw
+
+
 # Ill-formed UTF-8 (and a lone surrogate escape) inside a JSON string of a
 # correctly signed envelope: RFC 8259 JSON text is UTF-8.
 BAD_UTF8 = {
