@@ -9,6 +9,7 @@
 #include "mp.h"
 
 #include <inttypes.h>
+#include <sodium.h>
 #include <search.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,22 @@
 struct sent_entry {
     char *command_id;
     uint64_t sent_ms;
+};
+
+/*
+ * Webhook ids seen recently, whatever their occurred_at (see apply_result):
+ * 64-bit keyed hashes in two generations of open-addressing tables; when
+ * the newer one is half full the older one is dropped, so the set holds the
+ * last RECENT_SLOTS / 2 to RECENT_SLOTS webhooks (512 KiB).  0 marks a
+ * free slot.
+ */
+#define RECENT_SLOTS 32768      /* per generation, a power of two */
+
+struct recent_ids {
+    uint64_t *gen[2];
+    size_t count[2];
+    int cur;                    /* the generation new ids go to */
+    uint8_t key[crypto_shorthash_KEYBYTES];
 };
 
 struct spine_store {
@@ -36,6 +53,7 @@ struct spine_store {
     uint64_t last_txnid;       /* LMDB id of the last commit */
     uint64_t synced_txnid;     /* every commit up to this id is durable */
     msgpack_sbuffer scratch;   /* reused encoding buffer (no 8 KiB malloc per event) */
+    struct recent_ids recent;
 };
 
 /* State of one write transaction; memory changes wait for the commit. */
@@ -52,6 +70,8 @@ struct txn_ctx {
     char **removed;            /* command ids removed from the outbox */
     size_t n_removed, cap_removed;
     uint64_t okey_next;        /* next outbox key; saved at commit */
+    uint64_t *new_ids;         /* recent_ids hashes of the webhooks recorded */
+    size_t n_new_ids, cap_new_ids;
 };
 
 #define META_OUTBOX_NEXT "outbox_next"
@@ -418,6 +438,90 @@ static int outbox_put(struct txn_ctx *c, const struct tg_command *cmd, char *err
     return 0;
 }
 
+/* ---- recently seen webhook ids ---- */
+
+static uint64_t recent_hash(const struct recent_ids *r, const char *webhook_id)
+{
+    uint8_t h[crypto_shorthash_BYTES];
+    crypto_shorthash(h, (const unsigned char *)webhook_id, strlen(webhook_id), r->key);
+    uint64_t v = spinedb_u64_get(h);
+    return v ? v : 1;
+}
+
+static bool recent_in(const uint64_t *table, uint64_t h)
+{
+    for (size_t i = h & (RECENT_SLOTS - 1);; i = (i + 1) & (RECENT_SLOTS - 1)) {
+        if (table[i] == h)
+            return true;
+        if (table[i] == 0)
+            return false;
+    }
+}
+
+static bool recent_has(const struct recent_ids *r, uint64_t h)
+{
+    return recent_in(r->gen[0], h) || recent_in(r->gen[1], h);
+}
+
+static void recent_add(struct recent_ids *r, uint64_t h)
+{
+    if (recent_has(r, h))
+        return;
+    if (r->count[r->cur] >= RECENT_SLOTS / 2) {     /* newer one half full: drop the older */
+        r->cur ^= 1;
+        memset(r->gen[r->cur], 0, RECENT_SLOTS * sizeof *r->gen[0]);
+        r->count[r->cur] = 0;
+    }
+    uint64_t *t = r->gen[r->cur];
+    size_t i = h & (RECENT_SLOTS - 1);
+    while (t[i] != 0)
+        i = (i + 1) & (RECENT_SLOTS - 1);
+    t[i] = h;
+    r->count[r->cur]++;
+}
+
+/* Seen in a committed transaction, or earlier in this one? */
+static bool webhook_seen(const struct txn_ctx *c, uint64_t h)
+{
+    if (recent_has(&c->s->recent, h))
+        return true;
+    for (size_t i = 0; i < c->n_new_ids; i++)
+        if (c->new_ids[i] == h)
+            return true;
+    return false;
+}
+
+/* Fill the set from the newest keys of the webhooks index (at open). */
+static int recent_load(struct spine_store *s, MDB_txn *txn, char *err)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    char id[SPINEDB_WEBHOOK_KEY_MAX];
+    int rc = mdb_cursor_open(txn, s->db->webhooks, &cur);
+    if (rc)
+        return spinedb_err(err, "spine db cursor", rc);
+    rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+    for (size_t n = 0; rc == 0 && n < RECENT_SLOTS / 2; n++) {
+        if (k.mv_size > 8 && k.mv_size < sizeof id) {
+            memcpy(id, (const char *)k.mv_data + 8, k.mv_size - 8);
+            id[k.mv_size - 8] = '\0';
+            recent_add(&s->recent, recent_hash(&s->recent, id));
+        }
+        rc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
+    }
+    mdb_cursor_close(cur);
+    return rc == 0 || rc == MDB_NOTFOUND ? 0 : spinedb_err(err, "spine db: read webhooks", rc);
+}
+
+/*
+ * A webhook's events and commands, once: SPEC 6.2 de-duplicates on data.id.
+ * The webhooks index is keyed by occurred_at ‖ data.id, so that it grows at
+ * its end (keyed by the random ids alone, every commit would rewrite a leaf
+ * page per webhook); Telnyx's re-deliveries repeat occurred_at, and they
+ * are caught there whenever they come.  A copy of a known id that says
+ * another occurred_at is caught by the recent_ids set, if the id is among
+ * the last 16,384 to 32,768 webhooks.
+ */
 static int apply_result(struct txn_ctx *c, const struct msg_result *r, char *err)
 {
     /* occurred_at first: a re-delivery carries the same pair, and new
@@ -426,6 +530,9 @@ static int apply_result(struct txn_ctx *c, const struct msg_result *r, char *err
     MDB_val k = spinedb_webhook_key(r->occurred_us, r->webhook_id, kbuf);
     if (jseq_mark(c, r->jseq, err) != 0)
         return -1;
+    uint64_t idh = recent_hash(&c->s->recent, r->webhook_id);
+    if (webhook_seen(c, idh))
+        return 0;          /* the same data.id under another occurred_at */
     /* One descent both checks and records the webhook: its first event
      * will be the next seq. */
     spinedb_u64_put(r->n_events ? c->head.seq + 1 : 0, vb);
@@ -435,6 +542,11 @@ static int apply_result(struct txn_ctx *c, const struct msg_result *r, char *err
         return 0;          /* a re-delivery or re-processing: nothing new */
     if (rc)
         return spinedb_err(err, "spine db: record webhook", rc);
+    if (c->n_new_ids == c->cap_new_ids) {
+        c->cap_new_ids = c->cap_new_ids ? 2 * c->cap_new_ids : 64;
+        c->new_ids = xrealloc(c->new_ids, c->cap_new_ids * sizeof *c->new_ids);
+    }
+    c->new_ids[c->n_new_ids++] = idh;     /* into the set once committed */
     uint64_t seq;
     for (size_t i = 0; i < r->n_events; i++)
         if (event_append(c, &r->events[i], false, &seq, err) != 0)
@@ -604,6 +716,7 @@ static void ctx_free(struct txn_ctx *c)
         free(c->removed[i]);
     free(c->removed);
     free(c->marks);
+    free(c->new_ids);
 }
 
 /*
@@ -664,6 +777,8 @@ static int txn_run(struct spine_store *s, const struct spine_input *in, size_t n
     marks_advance(s);
     for (size_t i = 0; i < c.n_removed; i++)
         sent_remove(s, c.removed[i]);
+    for (size_t i = 0; i < c.n_new_ids; i++)
+        recent_add(&s->recent, c.new_ids[i]);
     /* New commands need no re-send entry: their queued_ms says when they
      * were first sent. */
     ctx_free(&c);
@@ -758,13 +873,16 @@ int spine_store_open(struct spine_store **out, const char *data_dir, const char 
     }
     s->actor = xstrdup(actor);
     s->resend_ms = resend_ms;
+    s->recent.gen[0] = xcalloc(RECENT_SLOTS, sizeof *s->recent.gen[0]);
+    s->recent.gen[1] = xcalloc(RECENT_SLOTS, sizeof *s->recent.gen[1]);
+    crypto_shorthash_keygen(s->recent.key);
     if ((rc = mdb_txn_begin(s->db->env, NULL, MDB_RDONLY, &txn)) != 0) {
         spinedb_err(err, "spine db read transaction", rc);
         spine_store_close(&s);
         return -1;
     }
     if (spinedb_head_get(s->db, txn, &s->head, err) != 0 || load_watermark(s, txn, err) != 0 ||
-        load_outbox_next(s, txn, err) != 0) {
+        load_outbox_next(s, txn, err) != 0 || recent_load(s, txn, err) != 0) {
         mdb_txn_abort(txn);
         spine_store_close(&s);
         return -1;
@@ -791,6 +909,8 @@ void spine_store_close(struct spine_store **sp)
     spinedb_close(&s->db);
     tdestroy(s->sent, sent_free_node);
     msgpack_sbuffer_destroy(&s->scratch);
+    free(s->recent.gen[0]);
+    free(s->recent.gen[1]);
     free(s->done);
     free(s->actor);
     free(s);

@@ -225,6 +225,49 @@ static void test_duplicate_webhook(void **state)
     assert_chain_ok(f, 3);
 }
 
+/* SPEC 6.2 de-duplicates on data.id alone: a copy that says another
+ * occurred_at adds nothing either, in the same batch, in a later one and
+ * after a restart (the set of recent ids is reloaded from the index). */
+static void test_duplicate_webhook_other_time(void **state)
+{
+    struct fixture *f = *state;
+    struct spine_input in[2];
+    make_result(&in[0], 1, "wh-t", "inbound,decision", "answer");
+    in[0].u.result.occurred_us = 1700000000000000u;
+    apply(f, in, 1);
+    assert_int_equal(f->out.n_events, 2);
+    assert_int_equal(f->out.n_commands, 1);
+
+    make_result(&in[0], 2, "wh-t", "inbound,decision", "answer");
+    in[0].u.result.occurred_us = 1700000000100000u;
+    make_result(&in[1], 3, "wh-t", "inbound,decision", "answer");   /* occurred_at missing */
+    apply(f, in, 2);
+    assert_int_equal(f->out.n_events, 0);
+    assert_int_equal(f->out.n_commands, 0);
+
+    /* both copies of a new webhook in one batch */
+    make_result(&in[0], 4, "wh-u", "inbound", NULL);
+    in[0].u.result.occurred_us = 1700000001000000u;
+    make_result(&in[1], 5, "wh-u", "inbound", NULL);
+    in[1].u.result.occurred_us = 1700000002000000u;
+    apply(f, in, 2);
+    assert_int_equal(f->out.n_events, 1);
+
+    reopen(f);
+    make_result(&in[0], 6, "wh-t", "inbound,decision", "answer");
+    in[0].u.result.occurred_us = 1700000005000000u;
+    make_result(&in[1], 7, "wh-v", "inbound", NULL);
+    apply(f, in, 2);
+    assert_int_equal(f->out.n_events, 1);       /* wh-v only */
+    assert_int_equal(spine_store_outbox_count(f->store), 1);
+
+    struct msg_progress p;
+    spine_store_progress(f->store, &p, SPINE_PROGRESS_DONE_MAX);
+    assert_int_equal(p.low, 7);                 /* every copy's jseq is done */
+    msg_progress_free(&p);
+    assert_chain_ok(f, 4);
+}
+
 /* Webhook events are de-duplicated by their webhook (test_duplicate_webhook);
  * operator events (APPEND) by their id. */
 static void test_duplicate_event_id(void **state)
@@ -762,6 +805,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_batch_gap_free, setup, teardown),
         cmocka_unit_test_setup_teardown(test_duplicate_webhook, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_duplicate_webhook_other_time, setup, teardown),
         cmocka_unit_test_setup_teardown(test_duplicate_event_id, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outcome, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_speak_hangs_up, setup, teardown),
