@@ -414,10 +414,7 @@ int config_load(struct tg_config *cfg, const char *cli_path, char *err)
 
     if (!*cfg->data_dir)
         return tg_err(err, "data_dir: must not be empty");
-    /* Telnyx's voices male and female are its basic service level, which
-     * speaks only en-US (the verifier sends service_level basic for them). */
-    if ((!strcmp(cfg->announce_voice, "male") || !strcmp(cfg->announce_voice, "female")) &&
-        strcmp(cfg->announce_language, "en-US") != 0)
+    if (config_voice_is_basic(cfg->announce_voice) && strcmp(cfg->announce_language, "en-US") != 0)
         return tg_err(err, "announce_language: '%.40s' does not go with announce_voice = %s, "
                       "which speaks only en-US (other languages need another voice)",
                       cfg->announce_language, cfg->announce_voice);
@@ -503,6 +500,11 @@ int config_attestation_parse(const char *s, int *out)
             return 0;
         }
     return -1;
+}
+
+bool config_voice_is_basic(const char *voice)
+{
+    return strcmp(voice, "male") == 0 || strcmp(voice, "female") == 0;
 }
 
 const char *config_attestation_name(int level)

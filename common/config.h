@@ -81,4 +81,8 @@ void config_print(const struct tg_config *cfg, FILE *out);
 int config_attestation_parse(const char *s, int *out) TG_MUST_CHECK;
 const char *config_attestation_name(int level);
 
+/* Is voice one of Telnyx's basic voices (male, female)?  They need
+ * service_level basic in the speak command and speak only en-US. */
+bool config_voice_is_basic(const char *voice);
+
 #endif

@@ -254,7 +254,7 @@ static int on_answered(struct flow *f, const struct verifier_state *st, char *er
     json_object_set_new(body, "voice", json_string(cfg->announce_voice));
     json_object_set_new(body, "language", json_string(cfg->announce_language));
     json_object_set_new(body, "payload_type", json_string("text"));
-    if (!strcmp(cfg->announce_voice, "male") || !strcmp(cfg->announce_voice, "female"))
+    if (config_voice_is_basic(cfg->announce_voice))
         json_object_set_new(body, "service_level", json_string("basic"));
     if (body_state(body, &next, err) != 0) {
         json_decref(body);
