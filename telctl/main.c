@@ -5,10 +5,12 @@
 #include "log.h"
 #include "telctl.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <sodium.h>
 
@@ -70,6 +72,20 @@ int telctl_fail(const char *cmd, const char *fmt, ...)
     va_end(ap);
     fputc('\n', stderr);
     return TELCTL_EXIT_FAIL;
+}
+
+int telctl_data_dir_check(const struct tg_config *cfg, const char *cmd)
+{
+    struct stat st;
+    if (stat(cfg->data_dir, &st) != 0) {
+        if (errno == ENOENT)
+            return telctl_fail(cmd, "data_dir %s does not exist (check data_dir in the configuration "
+                               "or TEL_DATA_DIR)", cfg->data_dir);
+        return telctl_fail(cmd, "data_dir %s: %s", cfg->data_dir, strerror(errno));
+    }
+    if (!S_ISDIR(st.st_mode))
+        return telctl_fail(cmd, "data_dir %s is not a directory", cfg->data_dir);
+    return TELCTL_EXIT_OK;
 }
 
 int telctl_opt(int argc, char **argv, int *i, const char *name, const char **value)

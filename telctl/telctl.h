@@ -33,6 +33,15 @@ int telctl_usage(const char *cmd, const char *fmt, ...) TG_PRINTF(2, 3);
 int telctl_fail(const char *cmd, const char *fmt, ...) TG_PRINTF(2, 3);
 
 /*
+ * For the commands that read what is under data_dir (events, verify, cert,
+ * status, live replay): data_dir itself must exist.  A missing one is most
+ * likely a typo, and must not pass for an installation with an empty log (a
+ * data_dir without spine/ yet is one).  TELCTL_EXIT_OK, or TELCTL_EXIT_FAIL
+ * after one line on stderr naming the directory.
+ */
+int telctl_data_dir_check(const struct tg_config *cfg, const char *cmd);
+
+/*
  * Option helper for "--name VALUE" and "--name=VALUE".  If argv[*i] is that
  * option, sets *value (pointing into argv), advances *i past the value and
  * returns 1; returns 0 if argv[*i] is something else, -1 if the value is
@@ -61,10 +70,12 @@ int telctl_replay(const struct tg_config *cfg, int argc, char **argv);
  * telctl_replay_source.c - input of `telctl replay`.
  *
  * A replay source reads the records of several journal dump files, in the
- * order given.  A file that cannot be opened, or whose readable part ends in
- * a torn or corrupt record, is reported once (REPLAY_PROBLEM) and the source
- * goes on with the next file; the good records before the damage are
- * returned.
+ * order given (the newest last).  A file that cannot be opened, or whose
+ * readable part ends in a torn or corrupt record, is reported once
+ * (REPLAY_PROBLEM) and the source goes on with the next file; the good
+ * records before the damage are returned.  A torn record is expected only at
+ * the end of the last file (a crash cut its write short); in an earlier file
+ * it counts as corrupt.
  */
 struct replay_source;
 
@@ -72,8 +83,8 @@ struct replay_stats {
     size_t files;           /* files opened */
     size_t files_failed;    /* files that could not be opened */
     size_t records;         /* good records returned */
-    size_t torn;            /* files ending in a torn record */
-    size_t corrupt;         /* files ending in a corrupt record */
+    size_t torn;            /* the last file ends in a torn record (0 or 1) */
+    size_t corrupt;         /* files ending in a corrupt record, or torn before the last file */
 };
 
 enum replay_status {

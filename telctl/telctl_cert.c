@@ -14,6 +14,7 @@
 #include "telctl.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -224,6 +225,54 @@ static void cert_issued_event(const struct tg_config *cfg, const struct cert *c,
                             .data = (uint8_t *)sb.data, .data_len = sb.size};
 }
 
+/* The --out file of cert issue, open but not written yet. */
+struct out_file {
+    const char *path;
+    int fd;                 /* -1: none */
+    bool created;           /* it did not exist before */
+};
+
+/* Open (creating if absent, keeping what is there until out_file_write)
+ * path for writing.  0, or -1 with err naming the path. */
+static int out_file_open(struct out_file *of, const char *path, char *err)
+{
+    of->path = path;
+    of->created = true;
+    of->fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (of->fd < 0 && errno == EEXIST) {
+        of->created = false;
+        of->fd = open(path, O_WRONLY | O_CLOEXEC);
+    }
+    if (of->fd < 0)
+        return tg_err(err, "cannot write %s: %s", path, strerror(errno));
+    return 0;
+}
+
+/* Close an out_file that will not be written, removing it if it was created. */
+static void out_file_abandon(struct out_file *of)
+{
+    if (of->fd < 0)
+        return;
+    close(of->fd);
+    of->fd = -1;
+    if (of->created)
+        unlink(of->path);
+}
+
+/* Replace the file's content with text and a newline, and close it.  0, or
+ * -1 with err naming the path. */
+static int out_file_write(struct out_file *of, const char *text, char *err)
+{
+    size_t len = strlen(text);
+    int rc = 0;
+    if (ftruncate(of->fd, 0) != 0 || tg_write_all(of->fd, text, len) != 0 || tg_write_all(of->fd, "\n", 1) != 0)
+        rc = tg_err(err, "could not write %s: %s", of->path, strerror(errno));
+    if (close(of->fd) != 0 && rc == 0)
+        rc = tg_err(err, "could not write %s: %s", of->path, strerror(errno));
+    of->fd = -1;
+    return rc;
+}
+
 static int cert_issue_cmd(const struct tg_config *cfg, int argc, char **argv)
 {
     struct cert c;
@@ -261,6 +310,8 @@ static int cert_issue_cmd(const struct tg_config *cfg, int argc, char **argv)
     int64_t days = DAYS_DEFAULT;
     if (days_s && tg_parse_i64(days_s, 1, DAYS_MAX, &days) != 0)
         return telctl_usage("cert", "--days must be a whole number from 1 to %d", DAYS_MAX);
+    if (telctl_data_dir_check(cfg, "cert") != TELCTL_EXIT_OK)
+        return TELCTL_EXIT_FAIL;
 
     uint8_t isk[CERT_SK_BYTES], ipk[CERT_PK_BYTES], rnd[8];
     char *skp = keys_path(cfg, "issuer.key");
@@ -280,27 +331,30 @@ static int cert_issue_cmd(const struct tg_config *cfg, int argc, char **argv)
     if (rc != 0)
         return telctl_usage("cert", "%s", err);
 
+    /* --out is opened before the issuance is recorded: a path that cannot
+     * be written fails with nothing issued, rather than after (a retry
+     * would issue a second certificate). */
+    struct out_file of = {.fd = -1};
+    if (out && out_file_open(&of, out, err) != 0)
+        return telctl_fail("cert", "not issued: %s", err);
     struct tg_event ev;
     char id[EVENT_ID_LEN];
     cert_issued_event(cfg, &c, &b, ipk, &ev, id);
     rc = event_record(cfg, &ev, err);
     free(ev.data);
-    if (rc != 0)
+    if (rc != 0) {
+        out_file_abandon(&of);
         return telctl_fail("cert", "not issued: %s", err);
+    }
 
     json_t *o = cert_json(&c, &b, ipk, NULL);
     char *text = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     printf("%s\n", text);
-    if (out) {
-        FILE *f = fopen(out, "w");
-        if (!f || fprintf(f, "%s\n", text) < 0 || fclose(f) != 0) {
-            free(text);
-            return telctl_fail("cert", "issued serial %s but could not write %s: %s", c.serial, out,
-                               strerror(errno));
-        }
-    }
+    rc = out ? out_file_write(&of, text, err) : 0;
     free(text);
+    if (rc != 0)
+        return telctl_fail("cert", "issued serial %s but %s", c.serial, err);
     return TELCTL_EXIT_OK;
 }
 
@@ -314,6 +368,8 @@ static int cert_revoke_cmd(const struct tg_config *cfg, int argc, char **argv)
     const char *serial = argv[2];
     if (strlen(serial) != CERT_SERIAL_LEN - 1)
         return telctl_usage("cert", "'%s' is not a serial (16 hex digits)", serial);
+    if (telctl_data_dir_check(cfg, "cert") != TELCTL_EXIT_OK)
+        return TELCTL_EXIT_FAIL;
 
     struct spinedb *db;
     MDB_txn *txn;
@@ -404,6 +460,8 @@ static int cert_list_cmd(const struct tg_config *cfg, int argc, char **argv)
         else
             return telctl_usage("cert", "unknown argument '%s'", argv[i]);
     }
+    if (telctl_data_dir_check(cfg, "cert") != TELCTL_EXIT_OK)
+        return TELCTL_EXIT_FAIL;
     struct spinedb *db;
     MDB_txn *txn;
     if (spinedb_read_begin(cfg->data_dir, &db, &txn, err) != 0)
@@ -468,8 +526,10 @@ int telctl_token(const struct tg_config *cfg, int argc, char **argv)
         return telctl_usage("token", "--from and --to must be E.164 numbers");
     struct cert c;
     struct cert_blob b;
+    /* A --cert or --key file that cannot be read or is not what it should
+     * be fails the operation (1), like any input file. */
     if (cert_file_read(certf, &c, &b, err) != 0)
-        return telctl_usage("token", "%s", err);
+        return telctl_fail("token", "%s", err);
     uint8_t sk[CERT_SK_BYTES], pk[CERT_PK_BYTES];
     if (keyfile_read_secret(key, sk, pk, err) != 0)
         return telctl_fail("token", "%s", err);

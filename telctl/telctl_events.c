@@ -18,12 +18,83 @@
 #include <unistd.h>
 #include <zmq.h>
 
-/* Append string field key of map m to line, "-" when absent or nil. */
+/* ---- the readable (plain-text) form ---- */
+
+/* Length of the well-formed UTF-8 sequence at s[0..n) (s[0] >= 0x80) when it
+ * encodes a printable character, else 0: not UTF-8 (overlong, surrogate,
+ * above U+10FFFF, cut short) or a C1 control (U+0080..U+009F). */
+static size_t utf8_printable_len(const unsigned char *s, size_t n)
+{
+    unsigned char lo = 0x80, hi = 0xBF;
+    size_t len;
+    if (s[0] >= 0xC2 && s[0] <= 0xDF)
+        len = 2;
+    else if (s[0] >= 0xE0 && s[0] <= 0xEF)
+        len = 3;
+    else if (s[0] >= 0xF0 && s[0] <= 0xF4)
+        len = 4;
+    else
+        return 0;
+    if (s[0] == 0xC2)
+        lo = 0xA0;              /* C2 80..9F: the C1 controls */
+    else if (s[0] == 0xE0)
+        lo = 0xA0;              /* overlong */
+    else if (s[0] == 0xED)
+        hi = 0x9F;              /* UTF-16 surrogates */
+    else if (s[0] == 0xF0)
+        lo = 0x90;              /* overlong */
+    else if (s[0] == 0xF4)
+        hi = 0x8F;              /* above U+10FFFF */
+    if (n < len || s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < len; i++)
+        if (s[i] < 0x80 || s[i] > 0xBF)
+            return 0;
+    return len;
+}
+
+/*
+ * Write s[0..n) to f so that it stays within its line and cannot pass for
+ * other output (the strings come from webhooks): \n, \r, \t, \\, and \xNN
+ * for every other control byte (below 0x20, 0x7f, the C1 controls) and every
+ * byte that is not UTF-8.  Well-formed UTF-8 text is written as it is.
+ * json_text: s is JSON text, whose backslashes already are escapes (and
+ * which has no control bytes below 0x20), so backslashes are kept as they are.
+ */
+static void put_escaped(FILE *f, const char *s, size_t n, bool json_text)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    for (size_t i = 0; i < n;) {
+        unsigned char c = p[i];
+        size_t len;
+        if (c >= 0x20 && c < 0x7f) {
+            if (c == '\\' && !json_text)
+                fputc('\\', f);
+            fputc(c, f);
+            i++;
+        } else if (c >= 0x80 && (len = utf8_printable_len(p + i, n - i)) > 0) {
+            fwrite(p + i, 1, len, f);
+            i += len;
+        } else {
+            if (c == '\n')
+                fputs("\\n", f);
+            else if (c == '\r')
+                fputs("\\r", f);
+            else if (c == '\t')
+                fputs("\\t", f);
+            else
+                fprintf(f, "\\x%02x", c);
+            i++;
+        }
+    }
+}
+
+/* Write string field key of map m, escaped; "-" when absent or nil. */
 static void line_str(FILE *f, const msgpack_object *m, const char *key)
 {
     const msgpack_object *o = mp_map_get(m, key);
     if (o && o->type == MSGPACK_OBJECT_STR)
-        fprintf(f, "%.*s", (int)o->via.str.size, o->via.str.ptr);
+        put_escaped(f, o->via.str.ptr, o->via.str.size, false);
     else
         fputc('-', f);
 }
@@ -51,7 +122,11 @@ static void print_readable(FILE *f, const msgpack_object *m)
         char *s = NULL;
         size_t len = 0, cap = 0;
         mp_to_json(data, &s, &len, &cap);
-        fprintf(f, " %s", s ? s : "{}");
+        fputc(' ', f);
+        if (s)
+            put_escaped(f, s, len, true);
+        else
+            fputs("{}", f);
         free(s);
     }
     fputc('\n', f);
@@ -137,6 +212,8 @@ int telctl_events(const struct tg_config *cfg, int argc, char **argv)
         }
     }
 
+    if (telctl_data_dir_check(cfg, cmd) != TELCTL_EXIT_OK)
+        return TELCTL_EXIT_FAIL;
     struct spinedb *db;
     if (spinedb_open(&db, cfg->data_dir, true, err) != 0)
         return telctl_fail(cmd, "%s", err);
@@ -148,6 +225,136 @@ int telctl_events(const struct tg_config *cfg, int argc, char **argv)
 }
 
 /* ---- tail ---- */
+
+/*
+ * What tail knows of the stream.  tail subscribes to every event and filters
+ * by type itself, so that it sees every seq: the seq is gap-free, so a jump
+ * means events were published while tail was not connected (the spine
+ * restarted, and published before tail reconnected) or were dropped (tail
+ * read too slowly).  The spine commits before it publishes, so the missed
+ * events are in the database, and tail prints them from there (tail_fill).
+ */
+struct tail {
+    const struct tg_config *cfg;
+    const char *prefix;                     /* types to print ("" = all) */
+    bool json;
+    bool have_last;                         /* an event with seq and hash was received */
+    uint64_t last_seq;                      /* the last one's seq and hash */
+    uint8_t last_hash[EVENT_HASH_BYTES];
+};
+
+static bool type_wanted(const struct tail *t, const char *type, size_t len)
+{
+    size_t n = strlen(t->prefix);
+    return len >= n && memcmp(type, t->prefix, n) == 0;
+}
+
+/* Hex hash field key of map m into out: 0, or -1 when absent or malformed. */
+static int map_hash(const msgpack_object *m, const char *key, uint8_t out[EVENT_HASH_BYTES])
+{
+    const msgpack_object *o = mp_map_get(m, key);
+    char hex[2 * EVENT_HASH_BYTES + 1];
+    if (!o || o->type != MSGPACK_OBJECT_STR || o->via.str.size != 2 * EVENT_HASH_BYTES)
+        return -1;
+    memcpy(hex, o->via.str.ptr, 2 * EVENT_HASH_BYTES);
+    hex[2 * EVENT_HASH_BYTES] = '\0';
+    return tg_unhex(hex, out, EVENT_HASH_BYTES);
+}
+
+/*
+ * Print the missed events t->last_seq+1 .. to from the database, in order,
+ * as long as they continue the chain: each one's prev_hash is the hash of
+ * the one before (the first: of the last event received), and event `to` is
+ * the one whose hash the event that arrived after the gap names (next_prev).
+ * A database of another installation, or none (a spine on another host),
+ * prints nothing.  Returns the first seq not printed (to + 1 when all were),
+ * with err saying why otherwise.
+ */
+static uint64_t tail_fill(struct tail *t, uint64_t to, const uint8_t next_prev[EVENT_HASH_BYTES], char *err)
+{
+    struct spinedb *db;
+    MDB_txn *txn;
+    const uint8_t *hash, *canon;
+    size_t len;
+    struct event_view v;
+    uint64_t seq = t->last_seq + 1;
+    char why[ERR_LEN];
+
+    if (spinedb_read_begin(t->cfg->data_dir, &db, &txn, why) != 0) {
+        tg_err(err, "%s", why);
+        return seq;
+    }
+    int rc = txn ? spinedb_event_get(db, txn, to, &hash, &canon, &len, why) : 1;
+    if (rc == 0 && memcmp(hash, next_prev, EVENT_HASH_BYTES) != 0) {
+        tg_err(why, "the database under %s holds another chain", t->cfg->data_dir);
+        rc = -1;
+    } else if (rc > 0) {
+        tg_err(why, "not in the database under %s", t->cfg->data_dir);
+    }
+    if (rc != 0) {
+        tg_err(err, "%s", why);
+        spinedb_read_end(&db, txn);
+        return seq;
+    }
+    for (; seq <= to; seq++) {
+        rc = spinedb_event_get(db, txn, seq, &hash, &canon, &len, why);
+        if (rc == 0 && event_canon_parse(canon, len, &v, why) != 0)
+            rc = -1;
+        if (rc == 0 && (v.seq != seq || memcmp(v.prev_hash, t->last_hash, EVENT_HASH_BYTES) != 0)) {
+            tg_err(why, "event %" PRIu64 " in the database does not continue the chain", seq);
+            rc = -1;
+        }
+        if (rc == 0 && type_wanted(t, v.type, strlen(v.type)) && print_event(canon, len, hash, t->json, why) != 0)
+            rc = -1;
+        if (rc != 0) {
+            tg_err(err, "%s", rc > 0 ? "not in the database" : why);
+            break;
+        }
+        memcpy(t->last_hash, hash, EVENT_HASH_BYTES);
+    }
+    spinedb_read_end(&db, txn);
+    return seq;
+}
+
+/* One published event: fill a gap before it, then print it if its type is
+ * wanted.  A bad one is reported and skipped. */
+static void tail_event(struct tail *t, zmq_msg_t *type, zmq_msg_t *body)
+{
+    const uint8_t *buf = zmq_msg_data(body);
+    size_t len = zmq_msg_size(body);
+    uint8_t hash[EVENT_HASH_BYTES], prev[EVENT_HASH_BYTES];
+    uint64_t seq;
+    msgpack_unpacked up;
+    char err[ERR_LEN];
+
+    if (mp_unpack_exact(buf, len, &up, err) != 0) {
+        fprintf(stderr, "telctl tail: skipped an unreadable event: %s\n", err);
+        return;
+    }
+    if (up.data.type != MSGPACK_OBJECT_MAP) {
+        fprintf(stderr, "telctl tail: skipped an unreadable event: event is not a map\n");
+        msgpack_unpacked_destroy(&up);
+        return;
+    }
+    bool chained = mp_get_u64(&up.data, "seq", &seq, err) == 0 && map_hash(&up.data, "hash", hash) == 0 &&
+                   map_hash(&up.data, "prev_hash", prev) == 0;
+    msgpack_unpacked_destroy(&up);
+    if (chained && t->have_last && seq > t->last_seq + 1) {
+        uint64_t to = seq - 1, next = tail_fill(t, to, prev, err);
+        fflush(stdout);
+        if (next <= to)
+            fprintf(stderr, "telctl tail: missed events %" PRIu64 "..%" PRIu64 " (%s; telctl events --from %"
+                    PRIu64 " prints them)\n", next, to, err, next);
+    }
+    if (chained) {
+        t->have_last = true;
+        t->last_seq = seq;
+        memcpy(t->last_hash, hash, EVENT_HASH_BYTES);
+    }
+    if (type_wanted(t, zmq_msg_data(type), zmq_msg_size(type)) &&
+        print_event(buf, len, NULL, t->json, err) != 0)
+        fprintf(stderr, "telctl tail: skipped an unreadable event: %s\n", err);
+}
 
 /* Receive one frame into a message the caller closes; -1 on error. */
 static int recv_frame(void *sock, zmq_msg_t *m)
@@ -163,11 +370,11 @@ static int recv_frame(void *sock, zmq_msg_t *m)
     }
 }
 
-/* Read and print one published event; a bad one is reported and skipped. */
-static void tail_one(void *sub, bool json)
+/* Read one published message and hand it to tail_event; a malformed one is
+ * reported and skipped. */
+static void tail_one(void *sub, struct tail *t)
 {
     zmq_msg_t type, body;
-    char err[ERR_LEN];
     if (recv_frame(sub, &type) != 0)
         return;
     if (!zmq_msg_more(&type)) {
@@ -182,8 +389,8 @@ static void tail_one(void *sub, bool json)
     bool extra = zmq_msg_more(&body);
     if (extra)
         fprintf(stderr, "telctl tail: skipped a message with more than two frames\n");
-    else if (print_event(zmq_msg_data(&body), zmq_msg_size(&body), NULL, json, err) != 0)
-        fprintf(stderr, "telctl tail: skipped an unreadable event: %s\n", err);
+    else
+        tail_event(t, &type, &body);
     fflush(stdout);
     zmq_msg_close(&type);
     zmq_msg_close(&body);
@@ -198,16 +405,16 @@ static void tail_one(void *sub, bool json)
 
 int telctl_tail(const struct tg_config *cfg, int argc, char **argv)
 {
-    const char *cmd = argv[0], *prefix = "", *val;
-    bool json = false;
+    const char *cmd = argv[0], *val;
+    struct tail t = {.cfg = cfg, .prefix = ""};
     for (int i = 1; i < argc; i++) {
         int r;
         if (strcmp(argv[i], "--json") == 0) {
-            json = true;
+            t.json = true;
         } else if ((r = telctl_opt(argc, argv, &i, "--type", &val)) != 0) {
             if (r < 0)
                 return telctl_usage(cmd, "--type needs a PREFIX");
-            prefix = val;
+            t.prefix = val;
         } else {
             return telctl_usage(cmd, "unexpected argument '%s'", argv[i]);
         }
@@ -231,8 +438,8 @@ int telctl_tail(const struct tg_config *cfg, int argc, char **argv)
         goto out;
     }
     zmq_setsockopt(sub, ZMQ_LINGER, &zero, sizeof zero);
-    if (zmq_setsockopt(sub, ZMQ_SUBSCRIBE, prefix, strlen(prefix)) != 0 ||
-        zmq_connect(sub, cfg->events_endpoint) != 0) {
+    /* Every type: --type is applied here, so that every seq is seen (struct tail). */
+    if (zmq_setsockopt(sub, ZMQ_SUBSCRIBE, "", 0) != 0 || zmq_connect(sub, cfg->events_endpoint) != 0) {
         rc = telctl_fail(cmd, "connect %s: %s", cfg->events_endpoint, zmq_strerror(errno));
         goto out;
     }
@@ -250,7 +457,7 @@ int telctl_tail(const struct tg_config *cfg, int argc, char **argv)
         if (items[1].revents & ZMQ_POLLIN)
             break;                      /* SIGINT / SIGTERM: normal end */
         if (items[0].revents & ZMQ_POLLIN)
-            tail_one(sub, json);
+            tail_one(sub, &t);
     }
 out:
     if (sub)
@@ -271,6 +478,8 @@ int telctl_verify(const struct tg_config *cfg, int argc, char **argv)
     char err[ERR_LEN], hex[2 * EVENT_HASH_BYTES + 1];
     if (argc > 1)
         return telctl_usage(cmd, "unexpected argument '%s'", argv[1]);
+    if (telctl_data_dir_check(cfg, cmd) != TELCTL_EXIT_OK)
+        return TELCTL_EXIT_FAIL;
     if (spinedb_open(&db, cfg->data_dir, true, err) != 0)
         return telctl_fail(cmd, "%s", err);
     int rc = spinedb_verify(db, &rep, err);
@@ -278,7 +487,10 @@ int telctl_verify(const struct tg_config *cfg, int argc, char **argv)
     if (rc < 0)
         return telctl_fail(cmd, "%s", err);
     if (rc > 0) {
-        fprintf(stderr, "verify: chain broken at seq %" PRIu64 ": %s\n", rep.bad_seq, err);
+        if (rep.failure == SPINEDB_VERIFY_CHAIN)
+            fprintf(stderr, "verify: chain broken at seq %" PRIu64 ": %s\n", rep.bad_seq, err);
+        else
+            fprintf(stderr, "verify: %s\n", err);     /* the head record or the registry; err says which */
         return TELCTL_EXIT_FAIL;
     }
     tg_hex(rep.head, EVENT_HASH_BYTES, hex);

@@ -83,6 +83,22 @@ static void run_report(struct replay_run *r, const char *fmt, ...)
 }
 
 /*
+ * After the run: files that could not be opened or are corrupt (a torn tail
+ * of the last file is not: a crash leaves one) fail the replay, even though
+ * the good records before the damage were replayed.  Says so on stderr and
+ * returns true in that case.
+ */
+static bool run_files_failed(const struct replay_stats *st)
+{
+    if (st->files_failed)
+        fprintf(stderr, "telctl " CMD ": %zu file(s) could not be opened\n", st->files_failed);
+    if (st->corrupt)
+        fprintf(stderr, "telctl " CMD ": %zu file(s) corrupt: their records before the damage were replayed, "
+                "the rest of each was not\n", st->corrupt);
+    return st->files_failed || st->corrupt;
+}
+
+/*
  * Next usable record with its parsed webhook: 1 and *rec, *wh (caller frees
  * both), or 0 when every file was read.  Problems (files, torn and corrupt
  * records, bodies that are no webhook) are reported and skipped.
@@ -247,6 +263,8 @@ static int replay_live(const struct tg_config *cfg, char **files, size_t n_files
     size_t sent = 0, already = 0;
     int rc = TELCTL_EXIT_OK;
 
+    if (telctl_data_dir_check(cfg, CMD) != TELCTL_EXIT_OK)
+        return TELCTL_EXIT_FAIL;            /* the pipeline runs under an existing one */
     if (spinedb_open(&db, cfg->data_dir, true, err) != 0)
         return telctl_fail(CMD, "%s", err);
     void *ctx = zmq_ctx_new();
@@ -342,10 +360,8 @@ static int replay_live(const struct tg_config *cfg, char **files, size_t n_files
     if (st->torn || st->corrupt || r.unusable)
         fprintf(stderr, "telctl " CMD ": skipped: %zu torn and %zu corrupt file tails, %zu unusable records\n",
                 st->torn, st->corrupt, r.unusable);
-    if (st->files_failed) {
-        fprintf(stderr, "telctl " CMD ": %zu file(s) could not be opened\n", st->files_failed);
+    if (run_files_failed(st))
         rc = TELCTL_EXIT_FAIL;
-    }
     id_list_free(&pending);
     run_close(&r);
     return rc;
@@ -471,10 +487,8 @@ static int replay_into(const struct tg_config *cfg, const char *into, char **fil
                 c.dropped, into);
         rc = TELCTL_EXIT_FAIL;
     }
-    if (st->files_failed) {
-        fprintf(stderr, "telctl " CMD ": %zu file(s) could not be opened\n", st->files_failed);
+    if (run_files_failed(st))
         rc = TELCTL_EXIT_FAIL;
-    }
     spine_output_free(&c.out);
     spine_store_close(&c.store);
     verifier_certs_close(&vc);

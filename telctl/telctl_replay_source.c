@@ -75,11 +75,20 @@ enum replay_status replay_source_next(struct replay_source *src, struct journal_
         journal_reader_close(&src->reader);
         if (st == JOURNAL_END)
             continue;
-        if (st == JOURNAL_TORN)
+        /* Only the newest file, the last given, may end in a write that a
+         * crash cut short; in an earlier one it is damage (the ingress's
+         * recovery, too, sets such a file aside as corrupt). */
+        bool last = src->next_path == src->n_paths;
+        if (st == JOURNAL_TORN && last) {
             src->stats.torn++;
-        else
+            tg_err(err, "%s (torn; rest of the file skipped)", why);
+        } else if (st == JOURNAL_TORN) {
             src->stats.corrupt++;
-        tg_err(err, "%s (%s; rest of the file skipped)", why, journal_status_name(st));
+            tg_err(err, "%s (torn, but not the last file given: corrupt; rest of the file skipped)", why);
+        } else {
+            src->stats.corrupt++;
+            tg_err(err, "%s (corrupt; rest of the file skipped)", why);
+        }
         return REPLAY_PROBLEM;
     }
 }

@@ -71,6 +71,8 @@ int telctl_status(const struct tg_config *cfg, int argc, char **argv)
         else
             return telctl_usage("status", "unknown argument '%s'", argv[i]);
     }
+    if (telctl_data_dir_check(cfg, "status") != TELCTL_EXIT_OK)
+        return TELCTL_EXIT_FAIL;
     char *dirpath = xasprintf("%s/run/status", cfg->data_dir);
     DIR *dir = opendir(dirpath);
     struct instance *inst = NULL;

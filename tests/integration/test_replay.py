@@ -216,12 +216,52 @@ def test_torn_and_corrupt_files(gate):
     ok(telctl_at(g, into, "verify"))
     assert len(events_at(g, into)) == int(m.group(3))
 
-    # the same files into the live pipeline: all records known, torn/corrupt reported
+    # the same files into the live pipeline: all records known, torn/corrupt
+    # reported, and the damage fails the run (a torn tail only counts as the
+    # crash it usually is in the last file; here it is the first)
     r = g.telctl("replay", torn, corrupt, timeout=60)
-    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.returncode == 1, r.stdout + r.stderr
     m = LIVE_RE.search(r.stdout)
     assert m and int(m.group(1)) == len(recs) + 2 and int(m.group(3)) == len(recs) + 2, r.stdout
     assert "torn" in r.stderr and "corrupt" in r.stderr, r.stderr
+    assert "2 file(s) corrupt" in r.stderr, r.stderr
+
+
+def test_damaged_file_fails_but_a_torn_last_file_does_not(gate):
+    g = gate
+    place_rejected_calls(g, 1)
+    settle(g)
+    src = dumps(g)[0]
+    recs, data = records(src)
+    work = os.path.join(g.root, "files")
+    os.mkdir(work)
+    # not a journal at all: nothing replayed, and that is a failure
+    text = os.path.join(work, "passwd")
+    with open(text, "w") as f:
+        f.write("root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n")
+    # a crash cut the last record of the newest file short: a warning only
+    torn = os.path.join(work, "0000000000000001.dump")
+    with open(torn, "wb") as f:
+        f.write(data[:recs[-1][0] + recs[-1][1]])
+        f.write(data[:recs[0][1] // 2])
+
+    r = g.telctl("replay", text, timeout=60)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "bad magic" in r.stderr and "1 file(s) corrupt" in r.stderr, r.stderr
+    r = g.telctl("replay", "--into", os.path.join(g.root, "into1"), text, timeout=60)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "1 file(s) corrupt" in r.stderr, r.stderr
+    # the good records before the damage are still replayed
+    r = g.telctl("replay", "--into", os.path.join(g.root, "into2"), src, text, timeout=60)
+    assert r.returncode == 1, r.stdout + r.stderr
+    m = INTO_RE.search(r.stdout)
+    assert m and int(m.group(1)) == len(recs) and int(m.group(3)) > 0, r.stdout + r.stderr
+
+    for args in ([torn], ["--into", os.path.join(g.root, "into3"), torn], [text, src, torn]):
+        r = g.telctl("replay", *args, timeout=60)
+        want = 1 if text in args else 0
+        assert r.returncode == want, "%s: %s%s" % (args, r.stdout, r.stderr)
+        assert "torn" in r.stderr and "0000000000000001.dump" in r.stderr, r.stderr
 
 
 def test_progress_line_on_a_terminal(gate):
@@ -316,6 +356,8 @@ def test_live_replay_without_verifiers_fails(make_gate):
     place_rejected_calls(a, 1)
     files = dumps(a)
     b = make_gate(stages=("spine",))
+    wait_until(lambda: os.path.exists(os.path.join(b.data_dir, "spine", "data.mdb")), 5, 0.02,
+               "the spine to create its data_dir")
     t0 = time.monotonic()
     r = b.telctl("replay", *files, timeout=30)
     assert r.returncode == 1, r.stdout + r.stderr

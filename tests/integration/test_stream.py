@@ -2,6 +2,7 @@
 # [type, msgpack event] on events_endpoint, published after commit, filterable
 # by prefix; and `telctl tail` following it.
 import json
+import os
 import signal
 import subprocess
 import time
@@ -157,3 +158,125 @@ def test_telctl_tail(gate):
     finally:
         stop_tail(p)
         stop_tail(pf)
+
+
+# --- tail across gaps in the stream ------------------------------------------
+#
+# A fake publisher (XPUB, so the test knows when tail has subscribed) on an
+# endpoint of its own plays back the events of a real spine database with
+# some left out, as a spine restart (events published before tail
+# reconnected) or a slow reader (events dropped) would.
+
+def recorded_events(g):
+    """A gate's events after one announce call (at least 7), pipeline stopped."""
+    call = g.standin.call("+13125550135", MAIN_NUMBER)
+    every = g.wait_events(announce_done(call["call_control_id"]), 15, "announce flow")
+    g.stop_all()
+    assert len(every) >= 7, every
+    return every
+
+
+class FakeStream:
+    def __init__(self, g, data_dir, *args):
+        self.ctx = zmq.Context()
+        self.pub = self.ctx.socket(zmq.XPUB)
+        self.pub.setsockopt(zmq.LINGER, 0)
+        endpoint = "ipc://%s/fake-events.sock" % g.root
+        self.pub.bind(endpoint)
+        env = g.env()
+        env.update({"TEL_EVENTS_ENDPOINT": endpoint, "TEL_DATA_DIR": data_dir})
+        self.p = subprocess.Popen([helpers.binary("telctl"), "-c", g.conf_path, "tail"] + list(args),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        self.lines = ReadLines(self.p.stdout)
+        assert self.pub.poll(5000), "telctl tail did not subscribe"
+        self.pub.recv()                 # the subscription
+
+    def send(self, events):
+        for e in events:
+            self.pub.send_multipart([e["type"].encode(), msgpack.packb(e)])
+
+    def close(self):
+        """Stop tail; returns its stderr."""
+        self.p.send_signal(signal.SIGTERM)
+        rc = self.p.wait(5)
+        err = self.p.stderr.read().decode(errors="replace")
+        self.p.stdout.close()
+        self.p.stderr.close()
+        self.pub.close()
+        self.ctx.term()
+        assert rc == 0, "telctl tail exit %s: %s" % (rc, err)
+        return err
+
+
+def test_tail_fills_a_gap_from_the_database(gate):
+    g = gate
+    every = recorded_events(g)
+    n = len(every)
+    sent = every[:3] + every[6:]                        # seq 4..6 never published
+
+    t = FakeStream(g, g.data_dir, "--json")
+    try:
+        t.send(sent)
+        got = read_until(t.lines, lambda o: len(o) >= n, 10)
+    finally:
+        err = t.close()
+    assert [e["seq"] for e in got] == list(range(1, n + 1)), [e["seq"] for e in got]
+    assert got == every, "events filled from the database differ from telctl events"
+    assert "missed" not in err, err
+
+    # With --type, tail still sees every seq: a gap that holds tel.command
+    # events is noticed and filled, and only tel.command events are printed.
+    lo = max(1, min(i for i, e in enumerate(every) if e["type"] == "tel.command"))
+    sent = every[:lo] + every[lo + 3:]
+    cmds = [e for e in every if e["type"] == "tel.command"]
+    assert [e for e in every[lo:lo + 3] if e in cmds], "no tel.command in the gap"
+    t = FakeStream(g, g.data_dir, "--type", "tel.command", "--json")
+    try:
+        t.send(sent)
+        got = read_until(t.lines, lambda o: len(o) >= len(cmds), 10)
+    finally:
+        err = t.close()
+    assert got == cmds, [e["seq"] for e in got]
+    assert "missed" not in err, err
+
+
+def test_tail_reports_a_gap_it_cannot_fill(gate):
+    g = gate
+    every = recorded_events(g)
+    other = os.path.join(g.root, "empty")               # a data_dir without these events
+    os.mkdir(other)
+    # A stream whose chain is not the database's: events 4..6 are there, but
+    # do not link to the event 3 or the event 7 received.
+    unlinked3, unlinked7 = dict(every[2]), dict(every[6])
+    unlinked3["hash"] = unlinked7["prev_hash"] = "ab" * 32
+    for data_dir, sent in ((other, every[:3] + every[6:]),
+                           (g.data_dir, every[:2] + [unlinked3] + every[6:]),
+                           (g.data_dir, every[:3] + [unlinked7] + every[7:])):
+        t = FakeStream(g, data_dir, "--json")
+        try:
+            t.send(sent)
+            got = read_until(t.lines, lambda o: len(o) >= len(every) - 3, 10)
+        finally:
+            err = t.close()
+        assert [e["seq"] for e in got] == [1, 2, 3] + list(range(7, len(every) + 1))
+        lines = [x for x in err.splitlines() if "missed" in x]
+        assert len(lines) == 1 and "missed events 4..6" in lines[0] and "--from 4" in lines[0], err
+
+
+def test_tail_text_is_one_line_per_event(gate):
+    g = gate
+    every = recorded_events(g)
+    forged = dict(every[0])
+    forged["from"] = "+13125550135\n999 1999-01-01T00:00:00Z tel.call_verified forged"
+    t = FakeStream(g, g.data_dir)
+    try:
+        t.send([forged] + every[1:3])
+        got = []
+        while len(got) < 3:
+            line = t.lines.readline(10)
+            assert line is not None, "tail: %s" % got
+            got.append(line)
+    finally:
+        t.close()
+    assert [x.split(" ", 1)[0] for x in got] == ["1", "2", "3"], got
+    assert "\\n999 1999-01-01T00:00:00Z tel.call_verified forged" in got[0], got[0]

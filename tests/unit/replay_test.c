@@ -1,8 +1,9 @@
 /*
  * replay_test.c - unit tests of the input side of `telctl replay`
  * (telctl/telctl_replay_source.c): reading several dump files in order past
- * torn, corrupt and missing files, the record count, the terminal progress
- * line and the live-directory check.
+ * torn, corrupt and missing files (a torn tail is expected only in the last
+ * file), the record count, the terminal progress line and the
+ * live-directory check.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -156,6 +157,7 @@ static void test_torn_corrupt_missing(void **state)
     snprintf(expect, sizeof expect, "offset %zu", 3 * rec_len);
     assert_non_null(strstr(err, expect));
     assert_non_null(strstr(err, "torn"));
+    assert_non_null(strstr(err, "not the last file"));     /* torn before the last file: damage */
 
     assert_int_equal(replay_source_next(src, &rec, &path, err), REPLAY_PROBLEM);
     assert_string_equal(path, missing);
@@ -176,8 +178,8 @@ static void test_torn_corrupt_missing(void **state)
     assert_int_equal(st->files, 2);
     assert_int_equal(st->files_failed, 1);
     assert_int_equal(st->records, 4);
-    assert_int_equal(st->torn, 1);
-    assert_int_equal(st->corrupt, 1);
+    assert_int_equal(st->torn, 0);
+    assert_int_equal(st->corrupt, 2);
     replay_source_close(&src);
     assert_int_equal(replay_source_count(paths, 3), 4);
 
@@ -187,6 +189,50 @@ static void test_torn_corrupt_missing(void **state)
     msgpack_sbuffer_destroy(&a);
     msgpack_sbuffer_destroy(&b);
     msgpack_sbuffer_destroy(&one);
+}
+
+/* A torn tail is what a crash leaves in the newest file: expected (torn)
+ * in the last file given, corrupt in any earlier one. */
+static void test_torn_only_in_last_file(void **state)
+{
+    struct tmp *t = *state;
+    msgpack_sbuffer a, b;
+    msgpack_sbuffer_init(&a);
+    msgpack_sbuffer_init(&b);
+    encode_records(&a, 1, 2);
+    encode_records(&b, 3, 2);
+    size_t rec_len = a.size / 2;
+    char *torn = write_file(t, "0000000000000001.dump", a.data, rec_len + rec_len / 2);
+    char *good = write_file(t, "0000000000000003.dump", b.data, b.size);
+    char *last_torn[] = {good, torn}, *first_torn[] = {torn, good};
+    struct replay_source *src;
+    char got[256], err[ERR_LEN] = "";
+    size_t problems;
+
+    replay_source_open(&src, last_torn, 2);
+    assert_int_equal(drain(src, got, sizeof got, &problems, err), 3);
+    assert_string_equal(got, "body-3 body-4 body-1");
+    assert_int_equal(problems, 1);
+    assert_non_null(strstr(err, "torn"));
+    assert_null(strstr(err, "corrupt"));
+    assert_int_equal(replay_source_stats(src)->torn, 1);
+    assert_int_equal(replay_source_stats(src)->corrupt, 0);
+    replay_source_close(&src);
+
+    replay_source_open(&src, first_torn, 2);
+    assert_int_equal(drain(src, got, sizeof got, &problems, err), 3);
+    assert_string_equal(got, "body-1 body-3 body-4");
+    assert_int_equal(problems, 1);
+    assert_non_null(strstr(err, "torn"));
+    assert_non_null(strstr(err, "corrupt"));
+    assert_int_equal(replay_source_stats(src)->torn, 0);
+    assert_int_equal(replay_source_stats(src)->corrupt, 1);
+    replay_source_close(&src);
+
+    free(torn);
+    free(good);
+    msgpack_sbuffer_destroy(&a);
+    msgpack_sbuffer_destroy(&b);
 }
 
 static void test_no_files(void **state)
@@ -279,6 +325,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_files_in_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_torn_corrupt_missing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_torn_only_in_last_file, setup, teardown),
         cmocka_unit_test(test_no_files),
         cmocka_unit_test(test_progress),
         cmocka_unit_test_setup_teardown(test_dir_same, setup, teardown),
