@@ -457,7 +457,9 @@ class Gate:
     def events(self, *args):
         r = self.telctl("events", "--json", *args)
         assert r.returncode == 0, "telctl events failed (%d): %s" % (r.returncode, r.stderr)
-        return [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+        # split("\n"), not splitlines(): that also splits at U+0085 and U+2028,
+        # which may appear (unescaped, as JSON allows) inside a string
+        return [json.loads(line) for line in r.stdout.split("\n") if line.strip()]
 
     def wait_events(self, pred, timeout=10, what="events"):
         """Poll telctl events until pred(events) is truthy; returns the events."""
