@@ -1,10 +1,12 @@
 /*
  * spinedb.c - the spine's LMDB environment: open (read-write for the spine,
- * read-only for telctl), head record, event reads and the chain verification
- * behind `telctl verify` (see spinedb.h, protocol.md sections 4 and 5).
+ * read-only for telctl), head record, event reads and the verification
+ * behind `telctl verify`: the chain, the head record and the certificate
+ * registry (see spinedb.h, protocol.md sections 4 and 5).
  */
 #include "spinedb.h"
 #include "log.h"
+#include "registry.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -277,20 +279,34 @@ void spinedb_close(struct spinedb **db)
     *db = NULL;
 }
 
-int spinedb_head_get(const struct spinedb *db, MDB_txn *txn, struct spinedb_head *h, char *err)
+/* The head record: 0 and *h (zeros and !*present when there is none), 1
+ * with err when it is malformed, -1 with err on a database error. */
+static int head_read(const struct spinedb *db, MDB_txn *txn, struct spinedb_head *h, bool *present, char *err)
 {
     MDB_val k = {sizeof HEAD_KEY - 1, (void *)HEAD_KEY}, v;
     memset(h, 0, sizeof *h);
+    *present = false;
     int rc = mdb_get(txn, db->meta, &k, &v);
     if (rc == MDB_NOTFOUND)
         return 0;
     if (rc)
         return spinedb_err(err, "spine db: read head", rc);
     if (v.mv_size != HEAD_LEN)
-        return tg_err(err, "spine db: head record has %zu bytes, expected %d", v.mv_size, HEAD_LEN);
+        return tg_err(err, "head record has %zu bytes, expected %d", v.mv_size, HEAD_LEN), 1;
     h->seq = spinedb_u64_get(v.mv_data);
     memcpy(h->hash, (const uint8_t *)v.mv_data + 8, EVENT_HASH_BYTES);
+    *present = true;
     return 0;
+}
+
+int spinedb_head_get(const struct spinedb *db, MDB_txn *txn, struct spinedb_head *h, char *err)
+{
+    bool present;
+    char why[ERR_LEN];
+    int rc = head_read(db, txn, h, &present, why);
+    if (rc == 0)
+        return 0;
+    return rc == 1 ? tg_err(err, "spine db: %s", why) : tg_err(err, "%s", why);
 }
 
 int spinedb_head_put(const struct spinedb *db, MDB_txn *txn, const struct spinedb_head *h, char *err)
@@ -359,12 +375,12 @@ int spinedb_events_foreach(const struct spinedb *db, uint64_t from_seq, spinedb_
     return ret;
 }
 
-/* Check one stored event against the previous one.  0 good, 1 broken. */
+/* Check one stored event against the previous one and parse it into *ev.
+ * 0 good, 1 broken (err). */
 static int verify_one(uint64_t key_seq, size_t key_len, const MDB_val *v, uint64_t expect,
-                      const uint8_t prev[EVENT_HASH_BYTES], char *err)
+                      const uint8_t prev[EVENT_HASH_BYTES], struct event_view *ev, char *err)
 {
     uint8_t h[EVENT_HASH_BYTES];
-    struct event_view ev;
     char why[ERR_LEN];
 
     if (key_len != 8)
@@ -379,12 +395,86 @@ static int verify_one(uint64_t key_seq, size_t key_len, const MDB_val *v, uint64
     event_hash(canon, len, h);
     if (memcmp(h, v->mv_data, EVENT_HASH_BYTES) != 0)
         return tg_err(err, "stored hash does not match the event's content"), 1;
-    if (event_canon_parse(canon, len, &ev, why) != 0)
+    if (event_canon_parse(canon, len, ev, why) != 0)
         return tg_err(err, "event does not parse: %s", why), 1;
-    if (ev.seq != key_seq)
-        return tg_err(err, "event says seq %llu", (unsigned long long)ev.seq), 1;
-    if (memcmp(ev.prev_hash, prev, EVENT_HASH_BYTES) != 0)
+    if (ev->seq != key_seq)
+        return tg_err(err, "event says seq %llu", (unsigned long long)ev->seq), 1;
+    if (memcmp(ev->prev_hash, prev, EVENT_HASH_BYTES) != 0)
         return tg_err(err, "prev_hash does not match the hash of the previous event"), 1;
+    return 0;
+}
+
+/*
+ * The chain part of spinedb_verify: every event from seq 1 (verify_one),
+ * each good one also fed to the registry replay until the replay refuses one
+ * (*reg_seq and reg_err keep the first).  0 when the events are intact, 1
+ * when one is not (rep), -1 with err on a database error.
+ */
+static int chain_check(const struct spinedb *db, MDB_txn *txn, struct spinedb_verify_report *rep,
+                       struct registry_replay *reg, uint64_t *reg_seq, char *reg_err, char *err)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    struct event_view ev;
+    uint64_t expect = 1;
+    int rc, ret = 0;
+    if ((rc = mdb_cursor_open(txn, db->events, &cur)) != 0)
+        return spinedb_err(err, "spine db cursor", rc);
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        uint64_t seq = k.mv_size == 8 ? spinedb_u64_get(k.mv_data) : 0;
+        if (verify_one(seq, k.mv_size, &v, expect, rep->head, &ev, err) != 0) {
+            rep->failure = SPINEDB_VERIFY_CHAIN;
+            rep->bad_seq = expect;
+            ret = 1;
+            break;
+        }
+        if (*reg_seq == 0 &&
+            registry_replay_event(reg, seq, ev.type, (const uint8_t *)v.mv_data + EVENT_HASH_BYTES,
+                                  v.mv_size - EVENT_HASH_BYTES, reg_err) != 0)
+            *reg_seq = seq;
+        memcpy(rep->head, v.mv_data, EVENT_HASH_BYTES);
+        rep->n_events = seq;
+        expect = seq + 1;
+    }
+    if (ret == 0 && rc != MDB_NOTFOUND)
+        ret = spinedb_err(err, "spine db cursor", rc);
+    mdb_cursor_close(cur);
+    return ret;
+}
+
+/*
+ * The head record against the intact chain of rep->n_events events.  0 when
+ * it names the last event; 1 (rep, err) when not; -1 with err on a database
+ * error.  A head beyond the last event means events are missing at the end
+ * of the log: a chain failure at the first of them.
+ */
+static int head_check(const struct spinedb *db, MDB_txn *txn, struct spinedb_verify_report *rep, char *err)
+{
+    struct spinedb_head head;
+    bool present;
+    unsigned long long n = rep->n_events;
+    int rc = head_read(db, txn, &head, &present, err);
+    if (rc < 0)
+        return -1;
+    if (rc == 0 && !present && n == 0)
+        return 0;                       /* nothing appended yet */
+    if (rc == 0 && present && head.seq > n) {
+        rep->failure = SPINEDB_VERIFY_CHAIN;
+        rep->bad_seq = n + 1;
+        return tg_err(err, "events missing: the head record says the log ends at seq %llu, but it ends at "
+                      "seq %llu", (unsigned long long)head.seq, n), 1;
+    }
+    rep->failure = SPINEDB_VERIFY_HEAD;
+    if (rc == 1)
+        return 1;                       /* malformed: err says how */
+    if (!present)
+        return tg_err(err, "head record is missing, but the log ends at seq %llu", n), 1;
+    if (head.seq < n)
+        return tg_err(err, "head record says the log ends at seq %llu, but it ends at seq %llu",
+                      (unsigned long long)head.seq, n), 1;
+    if (memcmp(head.hash, rep->head, EVENT_HASH_BYTES) != 0)
+        return tg_err(err, "head record's hash is not the hash of the last event, seq %llu", n), 1;
+    rep->failure = SPINEDB_VERIFY_OK;
     return 0;
 }
 
@@ -394,45 +484,23 @@ int spinedb_verify(const struct spinedb *db, struct spinedb_verify_report *rep, 
     if (!db->env)
         return 0;
     MDB_txn *txn;
-    MDB_cursor *cur;
-    struct spinedb_head head;
-    int rc, ret = 0;
     if (spinedb_txn_begin_ro(db, &txn, err) != 0)
         return -1;
-    if (spinedb_head_get(db, txn, &head, err) != 0) {
-        mdb_txn_abort(txn);
-        return -1;
+    struct registry_replay *reg = registry_replay_new();
+    uint64_t reg_seq = 0;
+    char reg_err[ERR_LEN];
+    int rc = chain_check(db, txn, rep, reg, &reg_seq, reg_err, err);
+    if (rc == 0)
+        rc = head_check(db, txn, rep, err);
+    if (rc == 0 && reg_seq != 0) {
+        rep->failure = SPINEDB_VERIFY_REGISTRY;
+        rep->bad_seq = reg_seq;
+        tg_err(err, "%s", reg_err);
+        rc = 1;
+    } else if (rc == 0 && (rc = registry_replay_compare(reg, db, txn, &rep->bad_seq, err)) == 1) {
+        rep->failure = SPINEDB_VERIFY_REGISTRY;
     }
-    if ((rc = mdb_cursor_open(txn, db->events, &cur)) != 0) {
-        mdb_txn_abort(txn);
-        return spinedb_err(err, "spine db cursor", rc);
-    }
-    MDB_val k, v;
-    uint64_t expect = 1;
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        uint64_t seq = k.mv_size == 8 ? spinedb_u64_get(k.mv_data) : 0;
-        if (verify_one(seq, k.mv_size, &v, expect, rep->head, err) != 0) {
-            rep->bad_seq = expect;
-            ret = 1;
-            break;
-        }
-        memcpy(rep->head, v.mv_data, EVENT_HASH_BYTES);
-        rep->n_events = seq;
-        expect = seq + 1;
-    }
-    if (ret == 0 && rc != MDB_NOTFOUND)
-        ret = spinedb_err(err, "spine db cursor", rc);
-    if (ret == 0 && head.seq != rep->n_events) {
-        rep->bad_seq = head.seq > rep->n_events ? rep->n_events + 1 : head.seq + 1;
-        tg_err(err, "head record says seq %llu but the log ends at seq %llu",
-               (unsigned long long)head.seq, (unsigned long long)rep->n_events);
-        ret = 1;
-    } else if (ret == 0 && memcmp(head.hash, rep->head, EVENT_HASH_BYTES) != 0) {
-        rep->bad_seq = rep->n_events;
-        tg_err(err, "head record hash differs from the last event's hash");
-        ret = 1;
-    }
-    mdb_cursor_close(cur);
+    registry_replay_free(&reg);
     mdb_txn_abort(txn);
-    return ret;
+    return rc;
 }

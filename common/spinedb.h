@@ -1,8 +1,9 @@
 /*
  * spinedb.h - the spine's LMDB environment (protocol.md section 4): opening
  * it read-write (the spine, sole writer) or read-only (telctl), the head
- * record, reading and walking events, and the hash-chain verification that
- * `telctl verify` runs.  Used by spine and telctl.
+ * record, reading and walking events, and the verification that `telctl
+ * verify` runs (hash chain, head record, certificate registry).  Used by
+ * spine and telctl.
  *
  * Lifetimes: every pointer into the database handed out here (hash, canonical
  * bytes) points into LMDB's map and is valid only until the transaction it
@@ -127,20 +128,37 @@ typedef int (*spinedb_event_fn)(void *arg, uint64_t seq, const uint8_t *hash, co
 int spinedb_events_foreach(const struct spinedb *db, uint64_t from_seq, spinedb_event_fn fn, void *arg,
                            char *err) TG_MUST_CHECK;
 
+/* What spinedb_verify found wrong. */
+enum spinedb_verify_failure {
+    SPINEDB_VERIFY_OK = 0,
+    SPINEDB_VERIFY_CHAIN,       /* an event is bad or missing: bad_seq is the first */
+    SPINEDB_VERIFY_HEAD,        /* the events are intact, the head record is wrong */
+    SPINEDB_VERIFY_REGISTRY,    /* certs / phones do not follow from the events */
+};
+
 /* Result of spinedb_verify. */
 struct spinedb_verify_report {
     uint64_t n_events;                 /* events checked and found good */
     uint8_t head[EVENT_HASH_BYTES];    /* hash of the last good event */
-    uint64_t bad_seq;                  /* first bad seq when broken */
+    enum spinedb_verify_failure failure;
+    uint64_t bad_seq;                  /* CHAIN: the first bad seq; REGISTRY: the
+                                        * event the difference concerns (0 when
+                                        * none explains it); HEAD: 0 */
 };
 
 /*
- * Walk the chain from seq 1 in one read transaction: seq gap-free from 1,
- * canonical bytes parse and carry the key's seq, prev_hash equals the previous
- * hash, stored hash equals the recomputed BLAKE2b, and the head record matches
- * the last event.  Returns 0 if intact (empty log included), 1 if broken
- * (rep->bad_seq and err name the first bad seq and why), -1 with err when the
- * database could not be read.
+ * Verify the whole database in one read transaction:
+ *   chain     from seq 1: seq gap-free, canonical bytes parse and carry the
+ *             key's seq, prev_hash equals the previous hash, stored hash
+ *             equals the recomputed BLAKE2b, and no event missing below the
+ *             seq the head record names;
+ *   head      the head record names the last event and its hash;
+ *   registry  certs and phones hold exactly what the ns.cert_issued /
+ *             ns.cert_revoked events made the spine write (registry.h).
+ * Returns 0 if all is intact (empty log included); 1 if not, with
+ * rep->failure saying which check failed first in that order, rep->bad_seq,
+ * and err one line saying what is wrong; -1 with err when the database could
+ * not be read.
  */
 int spinedb_verify(const struct spinedb *db, struct spinedb_verify_report *rep, char *err) TG_MUST_CHECK;
 

@@ -2,7 +2,8 @@
  * spine_store_test.c - unit tests for spine/spine_store.c and
  * common/spinedb.c against a temporary data directory: batching, gap-free
  * seqs, de-duplication, outcomes, outbox re-sends, the journal watermark and
- * the hash-chain verification used by `telctl verify`.
+ * the verification used by `telctl verify` (hash chain, head record,
+ * certificate registry).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,6 +20,7 @@
 #include "log.h"
 #include "mp.h"
 #include "../../spine/spine_store.h"
+#include "registry.h"
 #include "spinedb.h"
 #include "tmpdir.h"
 
@@ -797,6 +799,363 @@ static void test_bad_input(void **state)
     assert_progress(f, 2, NULL, 0);
 }
 
+/* ---- verify: the head record, and the certificate registry against the events ---- */
+
+/* Open the database for tampering: a write transaction the caller ends with
+ * tamper_commit. */
+static MDB_txn *tamper_begin(const char *dir, struct spinedb **db)
+{
+    MDB_txn *txn;
+    char err[ERR_LEN];
+    assert_int_equal(spinedb_open(db, dir, false, err), 0);
+    assert_int_equal(mdb_txn_begin((*db)->env, NULL, 0, &txn), 0);
+    return txn;
+}
+
+static void tamper_commit(struct spinedb **db, MDB_txn *txn)
+{
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    spinedb_close(db);
+}
+
+/* Expect verify to find a failure of kind what, at bad_seq, with needle in
+ * its message. */
+static void assert_verify_fails(struct fixture *f, enum spinedb_verify_failure what, uint64_t bad_seq,
+                                const char *needle)
+{
+    struct spinedb_verify_report rep;
+    char err[ERR_LEN];
+    assert_int_equal(verify_dir(f->tmp->dir, &rep, err), 1);
+    if (rep.failure != what || rep.bad_seq != bad_seq || !strstr(err, needle))
+        fail_msg("verify: failure %d at seq %llu: %s (expected %d at %llu, saying '%s')", rep.failure,
+                 (unsigned long long)rep.bad_seq, err, what, (unsigned long long)bad_seq, needle);
+}
+
+#define PHONE_1 "+15550000001"
+#define PHONE_2 "+15550000002"
+#define PHONE_3 "+15550000003"
+#define SERIAL(n) "000000000000000" #n
+
+/* A certificate with serial SERIAL(n) binding phone_a and phone_b (NULL:
+ * none), signed by a fresh issuer key. */
+static void make_cert(unsigned n, const char *phone_a, const char *phone_b, struct cert_blob *b)
+{
+    uint8_t pk[CERT_PK_BYTES], sk[CERT_SK_BYTES];
+    struct cert c = {.not_before = 1700000000, .not_after = 1900000000};
+    char err[ERR_LEN];
+    crypto_sign_keypair(pk, sk);
+    strcpy(c.namespace_, "alice.x");
+    memcpy(c.holder_pk, pk, CERT_PK_BYTES);
+    snprintf(c.serial, sizeof c.serial, "%016x", n);
+    for (const char *p = phone_a; p && c.n_phones < 2; p = c.n_phones == 1 ? phone_b : NULL)
+        strcpy(c.phones[c.n_phones++], p);
+    cert_key_id(pk, c.issuer_id);
+    assert_int_equal(cert_issue(&c, sk, b, err), 0);
+}
+
+/* Append one operator event (APPEND) of type with event id id; data: the
+ * serial, and the certificate (issued) or revoked_at (revoked, 0: none).
+ * Returns what spine_store_apply returns. */
+static int append_ns(struct fixture *f, const char *type, const char *id, const char *serial,
+                     const struct cert_blob *b, uint64_t revoked_at)
+{
+    msgpack_sbuffer data, sb;
+    msgpack_packer pk;
+    struct spine_input in;
+    char err[ERR_LEN];
+    msgpack_sbuffer_init(&data);
+    msgpack_packer_init(&pk, &data, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, b || revoked_at ? 2 : 1);
+    mp_pack_kv_str(&pk, "serial", serial);
+    if (b) {
+        char *text = tg_b64_encode(b->bytes, b->len);
+        mp_pack_kv_str(&pk, "cert", text);
+        free(text);
+    } else if (revoked_at) {
+        mp_pack_kv_u64(&pk, "revoked_at", revoked_at);
+    }
+    struct tg_event ev = {.type = (char *)type, .actor = "tel.x", .id = (char *)id,
+                          .data = (uint8_t *)data.data, .data_len = data.size};
+    struct msg_append a = {.events = &ev, .n_events = 1};
+    msgpack_sbuffer_init(&sb);
+    msg_append_encode(&sb, &a);
+    decode_into(&sb, &in);
+    msgpack_sbuffer_destroy(&data);
+    spine_output_reset(&f->out);
+    int rc = spine_store_apply(f->store, &in, 1, &f->out, err);
+    spine_input_free(&in);
+    return rc;
+}
+
+/* The certificates of build_registry. */
+static struct cert_blob cert_a, cert_a2, cert_b, cert_c, cert_d, cert_e;
+
+/*
+ * A log with issued and revoked certificates between webhook events, and
+ * the cases of registry_apply_event:
+ *   seq 1-2   webhook events
+ *   seq 3     A issued (SERIAL(1), PHONE_1)
+ *   seq 4     B issued (SERIAL(2), PHONE_1, PHONE_2)
+ *   seq 5     A revoked, revoked_at 1800000000
+ *   seq 6     A revoked again, revoked_at 1800000099: no change
+ *   seq 7     A2 issued under A's serial (PHONE_3): no change, A stays
+ *   (refused) D revoked before it is issued: not appended
+ *   seq 8     C issued (SERIAL(3), PHONE_2)
+ *   seq 9     C revoked without revoked_at: the spine's clock
+ *   seq 10    D issued (SERIAL(4), no phone): not revoked
+ *   seq 11-12 webhook events
+ * The store is closed afterwards.
+ */
+static void build_registry(struct fixture *f)
+{
+    struct spine_input in[1];
+    make_cert(1, PHONE_1, NULL, &cert_a);
+    make_cert(1, PHONE_3, NULL, &cert_a2);
+    make_cert(2, PHONE_1, PHONE_2, &cert_b);
+    make_cert(3, PHONE_2, NULL, &cert_c);
+    make_cert(4, NULL, NULL, &cert_d);
+    make_cert(5, PHONE_3, NULL, &cert_e);             /* never issued */
+    make_result(&in[0], 1, "wh-a", "inbound,decision", NULL);
+    apply(f, in, 1);
+    assert_int_equal(append_ns(f, "ns.cert_issued", "a-issued", SERIAL(1), &cert_a, 0), 0);
+    assert_int_equal(append_ns(f, "ns.cert_issued", "b-issued", SERIAL(2), &cert_b, 0), 0);
+    assert_int_equal(append_ns(f, "ns.cert_revoked", "a-revoked", SERIAL(1), NULL, 1800000000), 0);
+    assert_int_equal(append_ns(f, "ns.cert_revoked", "a-revoked-2", SERIAL(1), NULL, 1800000099), 0);
+    assert_int_equal(append_ns(f, "ns.cert_issued", "a-reissued", SERIAL(1), &cert_a2, 0), 0);
+    assert_int_equal(append_ns(f, "ns.cert_revoked", "d-revoked", SERIAL(4), NULL, 1800000000), -1);
+    assert_int_equal(append_ns(f, "ns.cert_issued", "c-issued", SERIAL(3), &cert_c, 0), 0);
+    assert_int_equal(append_ns(f, "ns.cert_revoked", "c-revoked", SERIAL(3), NULL, 0), 0);
+    assert_int_equal(append_ns(f, "ns.cert_issued", "d-issued", SERIAL(4), &cert_d, 0), 0);
+    make_result(&in[0], 2, "wh-b", "inbound,decision", NULL);
+    apply(f, in, 1);
+    assert_chain_ok(f, 12);
+    spine_store_close(&f->store);
+}
+
+/* Write the certs record of serial as the spine would (blob NULL: delete it). */
+static void put_cert(const char *dir, const char *serial, const struct cert_blob *b, bool revoked,
+                     uint64_t revoked_at)
+{
+    struct spinedb *db;
+    MDB_txn *txn = tamper_begin(dir, &db);
+    MDB_val k = {strlen(serial), (void *)serial};
+    if (!b) {
+        assert_int_equal(mdb_del(txn, db->certs, &k, NULL), 0);
+    } else {
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_map(&pk, 3);
+        mp_pack_cstr(&pk, "cert");
+        msgpack_pack_bin(&pk, b->len);
+        msgpack_pack_bin_body(&pk, b->bytes, b->len);
+        mp_pack_kv_bool(&pk, "revoked", revoked);
+        mp_pack_kv_u64(&pk, "revoked_at", revoked_at);
+        MDB_val v = {sb.size, sb.data};
+        assert_int_equal(mdb_put(txn, db->certs, &k, &v, 0), 0);
+        msgpack_sbuffer_destroy(&sb);
+    }
+    tamper_commit(&db, txn);
+}
+
+/* Add (add true) or delete the phones binding phone -> serial. */
+static void bind_phone(const char *dir, const char *phone, const char *serial, bool add)
+{
+    struct spinedb *db;
+    MDB_txn *txn = tamper_begin(dir, &db);
+    MDB_val k = {strlen(phone), (void *)phone}, v = {strlen(serial), (void *)serial};
+    if (add)
+        assert_int_equal(mdb_put(txn, db->phones, &k, &v, MDB_NODUPDATA), 0);
+    else
+        assert_int_equal(mdb_del(txn, db->phones, &k, &v), 0);
+    tamper_commit(&db, txn);
+}
+
+static void test_registry_intact(void **state)
+{
+    struct fixture *f = *state;
+    struct spinedb_verify_report rep;
+    struct spinedb *db;
+    MDB_txn *txn;
+    struct registry_entry e;
+    char err[ERR_LEN];
+    build_registry(f);
+    assert_int_equal(verify_dir(f->tmp->dir, &rep, err), 0);
+    assert_int_equal(rep.failure, SPINEDB_VERIFY_OK);
+    assert_int_equal(rep.bad_seq, 0);
+    assert_int_equal(rep.n_events, 12);
+
+    /* What the replay reproduces: the first certificate and revocation stand. */
+    assert_int_equal(spinedb_read_begin(f->tmp->dir, &db, &txn, err), 0);
+    assert_int_equal(registry_get(db, txn, SERIAL(1), &e, err), 0);
+    assert_true(e.revoked);
+    assert_int_equal(e.revoked_at, 1800000000);
+    assert_memory_equal(e.blob.bytes, cert_a.bytes, cert_a.len);
+    assert_int_equal(registry_get(db, txn, SERIAL(4), &e, err), 0);
+    assert_false(e.revoked);
+    spinedb_read_end(&db, txn);
+    reopen(f);
+}
+
+/* The audit's case: a revoked certificate made valid again. */
+static void test_registry_revoked_flipped(void **state)
+{
+    struct fixture *f = *state;
+    build_registry(f);
+    put_cert(f->tmp->dir, SERIAL(1), &cert_a, false, 0);
+    assert_verify_fails(f, SPINEDB_VERIFY_REGISTRY, 5, "certificate " SERIAL(1) " says revoked=false, "
+                        "but ns.cert_revoked at seq 5 revoked it");
+    reopen(f);
+}
+
+static void test_registry_revoked_at_changed(void **state)
+{
+    struct fixture *f = *state;
+    build_registry(f);
+    put_cert(f->tmp->dir, SERIAL(1), &cert_a, true, 1800000099);
+    assert_verify_fails(f, SPINEDB_VERIFY_REGISTRY, 5, "says 1800000000");
+    /* C's revoked_at came from the spine's clock: an hour off is a change. */
+    put_cert(f->tmp->dir, SERIAL(1), &cert_a, true, 1800000000);
+    put_cert(f->tmp->dir, SERIAL(3), &cert_c, true, (uint64_t)(tg_now_ms() / 1000) + 3600);
+    assert_verify_fails(f, SPINEDB_VERIFY_REGISTRY, 9, "was committed at");
+    reopen(f);
+}
+
+static void test_registry_other_cert_bytes(void **state)
+{
+    struct fixture *f = *state;
+    build_registry(f);
+    put_cert(f->tmp->dir, SERIAL(1), &cert_a2, true, 1800000000);     /* the re-issue, never applied */
+    assert_verify_fails(f, SPINEDB_VERIFY_REGISTRY, 3, "other certificate bytes");
+    reopen(f);
+}
+
+static void test_registry_cert_deleted(void **state)
+{
+    struct fixture *f = *state;
+    build_registry(f);
+    put_cert(f->tmp->dir, SERIAL(2), NULL, false, 0);
+    assert_verify_fails(f, SPINEDB_VERIFY_REGISTRY, 4, "certificate " SERIAL(2) " is missing");
+    reopen(f);
+}
+
+static void test_registry_cert_added(void **state)
+{
+    struct fixture *f = *state;
+    build_registry(f);
+    put_cert(f->tmp->dir, SERIAL(5), &cert_e, false, 0);
+    assert_verify_fails(f, SPINEDB_VERIFY_REGISTRY, 0, "certificate " SERIAL(5) " is in certs, but no");
+    reopen(f);
+}
+
+static void test_registry_phone_changed(void **state)
+{
+    struct fixture *f = *state;
+    build_registry(f);
+    bind_phone(f->tmp->dir, PHONE_2, SERIAL(2), false);
+    bind_phone(f->tmp->dir, PHONE_3, SERIAL(2), true);
+    assert_verify_fails(f, SPINEDB_VERIFY_REGISTRY, 4, "phone " PHONE_2 " is not bound to certificate " SERIAL(2));
+    reopen(f);
+}
+
+static void test_registry_phone_added(void **state)
+{
+    struct fixture *f = *state;
+    build_registry(f);
+    bind_phone(f->tmp->dir, PHONE_2, SERIAL(4), true);           /* D binds no phone */
+    assert_verify_fails(f, SPINEDB_VERIFY_REGISTRY, 10, "phone " PHONE_2 " is bound to certificate " SERIAL(4));
+    bind_phone(f->tmp->dir, PHONE_2, SERIAL(4), false);
+    bind_phone(f->tmp->dir, PHONE_3, SERIAL(5), true);           /* E was never issued */
+    assert_verify_fails(f, SPINEDB_VERIFY_REGISTRY, 0, "which no ns.cert_issued issued");
+    reopen(f);
+}
+
+static void test_registry_phone_removed(void **state)
+{
+    struct fixture *f = *state;
+    build_registry(f);
+    bind_phone(f->tmp->dir, PHONE_1, SERIAL(1), false);
+    assert_verify_fails(f, SPINEDB_VERIFY_REGISTRY, 3, "phone " PHONE_1 " is not bound to certificate " SERIAL(1));
+    reopen(f);
+}
+
+/* A verifier's RESULT cannot change the registry (protocol.md 4): an
+ * ns.cert_revoked arriving that way is logged but not applied, and verify
+ * reports the difference. */
+static void test_registry_result_not_applied(void **state)
+{
+    struct fixture *f = *state;
+    struct spine_input in;
+    msgpack_sbuffer data, sb;
+    msgpack_packer pk;
+    build_registry(f);
+    reopen(f);
+    msgpack_sbuffer_init(&data);
+    msgpack_packer_init(&pk, &data, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 1);
+    mp_pack_kv_str(&pk, "serial", SERIAL(2));
+    struct tg_event ev = {.type = "ns.cert_revoked", .actor = "tel.x", .id = "forged",
+                          .data = (uint8_t *)data.data, .data_len = data.size};
+    struct msg_result r = {.jseq = 3, .webhook_id = "wh-c", .events = &ev, .n_events = 1};
+    msgpack_sbuffer_init(&sb);
+    msg_result_encode(&sb, &r);
+    decode_into(&sb, &in);
+    msgpack_sbuffer_destroy(&data);
+    apply(f, &in, 1);
+    assert_int_equal(f->out.events[0].seq, 13);
+    spine_store_close(&f->store);
+    assert_verify_fails(f, SPINEDB_VERIFY_REGISTRY, 13, "certificate " SERIAL(2) " says revoked=false");
+    reopen(f);
+}
+
+/* The head record wrong while every event is intact: the head is blamed,
+ * not an event. */
+static void test_head_record_wrong(void **state)
+{
+    struct fixture *f = *state;
+    struct spinedb *db;
+    struct spinedb_head head, saved;
+    MDB_txn *txn;
+    char err[ERR_LEN];
+    MDB_val k = {4, "head"};
+    build_chain(f);
+    txn = tamper_begin(f->tmp->dir, &db);
+    assert_int_equal(spinedb_head_get(db, txn, &saved, err), 0);
+    assert_int_equal(mdb_del(txn, db->meta, &k, NULL), 0);
+    tamper_commit(&db, txn);
+    assert_verify_fails(f, SPINEDB_VERIFY_HEAD, 0, "head record is missing, but the log ends at seq 4");
+
+    head = saved;
+    head.seq = 2;
+    txn = tamper_begin(f->tmp->dir, &db);
+    assert_int_equal(spinedb_head_put(db, txn, &head, err), 0);
+    tamper_commit(&db, txn);
+    assert_verify_fails(f, SPINEDB_VERIFY_HEAD, 0, "head record says the log ends at seq 2, but it ends at seq 4");
+
+    head = saved;
+    head.hash[0] ^= 1;
+    txn = tamper_begin(f->tmp->dir, &db);
+    assert_int_equal(spinedb_head_put(db, txn, &head, err), 0);
+    tamper_commit(&db, txn);
+    assert_verify_fails(f, SPINEDB_VERIFY_HEAD, 0, "head record's hash");
+
+    MDB_val v = {3, "abc"};
+    txn = tamper_begin(f->tmp->dir, &db);
+    assert_int_equal(mdb_put(txn, db->meta, &k, &v, 0), 0);
+    tamper_commit(&db, txn);
+    assert_verify_fails(f, SPINEDB_VERIFY_HEAD, 0, "head record has 3 bytes");
+
+    /* A head beyond the last event: events are missing, a chain failure. */
+    head = saved;
+    head.seq = 6;
+    txn = tamper_begin(f->tmp->dir, &db);
+    assert_int_equal(spinedb_head_put(db, txn, &head, err), 0);
+    tamper_commit(&db, txn);
+    assert_verify_fails(f, SPINEDB_VERIFY_CHAIN, 5, "events missing");
+    reopen(f);
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -819,6 +1178,17 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_truncated_tail, setup, teardown),
         cmocka_unit_test_setup_teardown(test_readonly_missing_is_empty, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_registry_intact, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_registry_revoked_flipped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_registry_revoked_at_changed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_registry_other_cert_bytes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_registry_cert_deleted, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_registry_cert_added, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_registry_phone_changed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_registry_phone_added, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_registry_phone_removed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_registry_result_not_applied, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_head_record_wrong, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
