@@ -122,6 +122,12 @@ static int input_check(const struct spine_input *in, char *err)
             strlen(in->u.result.webhook_id) > MSG_WEBHOOK_ID_MAX ||
             events_check(in->u.result.events, in->u.result.n_events, err) != 0)
             return -1;
+        /* Webhooks make tel.* events; ns.* (certificates) come only from
+         * telctl's APPEND, which also updates the registry. */
+        for (size_t i = 0; i < in->u.result.n_events; i++)
+            if (strncmp(in->u.result.events[i].type, "tel.", 4) != 0)
+                return tg_err(err, "RESULT event %zu has type %.60s; only tel.* events come "
+                              "from webhooks", i, in->u.result.events[i].type);
         for (size_t i = 0; i < in->u.result.n_commands; i++)
             if (key_check("command_id", in->u.result.commands[i].command_id, err) != 0)
                 return -1;
