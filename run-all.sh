@@ -83,10 +83,13 @@ if [ -z "$PUBKEY" ] && [ -n "$CONFIG" ]; then
     PUBKEY=$(conf_get "$CONFIG" telnyx_public_key)
 fi
 
+# The data directory: in real mode TEL_DATA_DIR, else the config's data_dir,
+# else DATA_DIR, else ./var; in demo mode DATA_DIR, else ./var.  It is
+# exported as TEL_DATA_DIR below, so every stage uses the one announced here.
+CONF_DATA=$(conf_get "$CONFIG" data_dir)
 if [ -n "$PUBKEY" ]; then
     MODE=real
-    DATA=${TEL_DATA_DIR:-$(conf_get "$CONFIG" data_dir)}
-    DATA=$(abspath "${DATA:-${DATA_DIR:-./var}}")
+    DATA=$(abspath "${TEL_DATA_DIR:-${CONF_DATA:-${DATA_DIR:-./var}}}")
     LISTEN=${TEL_HTTP_LISTEN:-$(conf_get "$CONFIG" http_listen)}
     LISTEN=${LISTEN:-127.0.0.1:3000}
     STANDIN_AUTOSTART=false
@@ -126,7 +129,11 @@ HOST=${LISTEN%:*}
 PORT=${LISTEN##*:}
 case "$HOST" in ''|0.0.0.0|'*'|'[::]') HOST=127.0.0.1 ;; esac
 HEALTH_URL="http://$HOST:$PORT/health"
+export TEL_DATA_DIR="$DATA"     # every stage, and ctl, use $DATA whatever $CONFIG says
 CTL="bin/telctl -c $CONFIG"      # as shown to the operator
+if [ "$MODE" = real ] && [ "$(abspath "${CONF_DATA:-./var}")" != "$DATA" ]; then
+    CTL="TEL_DATA_DIR=$DATA $CTL"   # $CONFIG alone names another data directory
+fi
 ctl() { "$ROOT/bin/telctl" -c "$CONFIG" "$@"; }
 
 port_busy() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }

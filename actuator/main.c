@@ -105,6 +105,7 @@ int main(int argc, char **argv)
     memset(&a, 0, sizeof a);
     stage_init(&a.st, "actuator", argc, argv);
     const struct tg_config *cfg = &a.st.cfg;
+    stage_claim_or_exit(&a.st);    /* one actuator binds actuator_endpoint */
 
     struct actuator_http_opts o = {
         .api_url = cfg->telnyx_api_url,

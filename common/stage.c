@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -32,6 +33,7 @@ void stage_init(struct stage *st, const char *name, int argc, char **argv)
     memset(st, 0, sizeof *st);
     st->name = name;
     st->sigfd = -1;
+    st->lockfd = -1;
     log_init(name);
     while ((opt = getopt(argc, argv, "c:h")) != -1) {
         switch (opt) {
@@ -75,6 +77,45 @@ void stage_init(struct stage *st, const char *name, int argc, char **argv)
     st->zctx = zmq_ctx_new();
     if (!st->zctx)
         log_fatal("zmq_ctx_new: %s", zmq_strerror(errno));
+}
+
+int stage_claim(const char *data_dir, const char *name, int *fd, char *err)
+{
+    char *run = xasprintf("%s/run", data_dir);
+    char *path = xasprintf("%s/%s.lock", run, name);
+    int lfd, rc = -1;
+
+    *fd = -1;
+    if (tg_mkdir_p(run, err) != 0)
+        goto out;
+    lfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    if (lfd < 0) {
+        tg_err(err, "open %s: %s", path, strerror(errno));
+        goto out;
+    }
+    if (flock(lfd, LOCK_EX | LOCK_NB) != 0) {
+        if (errno == EWOULDBLOCK)
+            tg_err(err, "another %s is running on %s (lock %s held)", name, data_dir, path);
+        else
+            tg_err(err, "lock %s: %s", path, strerror(errno));
+        close(lfd);
+        goto out;
+    }
+    *fd = lfd;
+    rc = 0;
+out:
+    free(path);
+    free(run);
+    return rc;
+}
+
+void stage_claim_or_exit(struct stage *st)
+{
+    char err[ERR_LEN];
+    if (stage_claim(st->cfg.data_dir, st->name, &st->lockfd, err) != 0) {
+        fprintf(stderr, "%s: %s\n", st->name, err);
+        exit(1);
+    }
 }
 
 void *stage_socket(struct stage *st, int type, const char *endpoint, bool bind, int hwm)
@@ -177,6 +218,9 @@ void stage_fini(struct stage *st)
     if (st->sigfd >= 0)
         close(st->sigfd);
     st->sigfd = -1;
+    if (st->lockfd >= 0)
+        close(st->lockfd);      /* the data directory is free for the next one */
+    st->lockfd = -1;
     config_free(&st->cfg);
 }
 

@@ -1,8 +1,9 @@
 /*
  * stage.h - the skeleton every telgate process shares: arguments (-c, -h),
- * configuration (exit 2 on error), logging, the data directory, signals fed
- * into the event loop through a signalfd, the ZeroMQ context and sockets.
- * Each stage's main.c supplies only what is its own.
+ * configuration (exit 2 on error), logging, the data directory and the
+ * one-instance lock on it, signals fed into the event loop through a
+ * signalfd, the ZeroMQ context and sockets.  Each stage's main.c supplies
+ * only what is its own.
  */
 #ifndef TG_STAGE_H
 #define TG_STAGE_H
@@ -19,6 +20,7 @@ struct stage {
     struct tg_config cfg;
     void *zctx;
     int sigfd;          /* readable when SIGTERM/SIGINT/SIGHUP arrived */
+    int lockfd;         /* DATA_DIR/run/<name>.lock once stage_claim_or_exit took it, else -1 */
     bool stopping;      /* set once SIGTERM/SIGINT has been read */
     uint64_t started_ms;      /* wall clock at stage_init */
     uint64_t status_due_ms;   /* monotonic: next status file write */
@@ -36,6 +38,30 @@ struct stage {
  * into st->sigfd, ignore SIGPIPE, create the ZeroMQ context.
  */
 void stage_init(struct stage *st, const char *name, int argc, char **argv);
+
+/*
+ * One instance of a stage per data directory: take an exclusive flock
+ * (LOCK_EX | LOCK_NB) on DATA_DIR/run/<name>.lock, creating DATA_DIR/run
+ * and the file (mode 0640, O_CLOEXEC) if needed.  The lock lasts while the
+ * returned descriptor stays open; the kernel drops it when it is closed or
+ * the process ends in any way, also SIGKILL, so a dead holder never blocks
+ * a restart.  flock locks belong to the open file description: a second
+ * claim conflicts with the first even within one process.
+ * Returns 0 with the descriptor in *fd (caller owns it: keep it open as long
+ * as the data directory is yours), or -1 with *fd = -1 and the reason in
+ * err: "another <name> is running on DATA_DIR (lock DATA_DIR/run/<name>.lock
+ * held)" when another process holds it, else the failing call and errno.
+ */
+int stage_claim(const char *data_dir, const char *name, int *fd, char *err) TG_MUST_CHECK;
+
+/*
+ * stage_claim for st->name on its data_dir, the descriptor kept in
+ * st->lockfd until stage_fini.  On failure prints "<name>: <reason>" to
+ * stderr and exits 1.  For stages that bind fixed endpoints or own state in
+ * the data directory (spine, actuator, ingress): call it before binding or
+ * opening anything.  Verifiers run several at once and do not call it.
+ */
+void stage_claim_or_exit(struct stage *st);
 
 /* Create a socket of type, bind or connect it to endpoint (exits 1 with the
  * reason on failure), with linger 0 and the given high-water mark (0 = the
@@ -62,7 +88,7 @@ bool stage_status_due(const struct stage *st);
 void stage_status_write(struct stage *st, const char *counters_json, bool force);
 
 /* Close the context (sockets must be closed first), remove the status file,
- * free the config. */
+ * release the stage lock, free the config. */
 void stage_fini(struct stage *st);
 
 /* Send one frame; flags as zmq_send.  0 ok, -1 (errno from zmq). */

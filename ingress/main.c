@@ -3,15 +3,11 @@
  * them durable in the journal and hands them to the verifiers; re-publishes
  * or parks what the spine does not acknowledge (protocol.md section 6).
  */
-#include <errno.h>
-#include <fcntl.h>
 #include <malloc.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
-#include <unistd.h>
 
 #include <civetweb.h>
 
@@ -24,7 +20,6 @@
 #include "log.h"
 #include "stage.h"
 
-#define INGRESS_LOCK_FILE "ingress.lock"
 #define RESTART_GRACE_MS 1000   /* the spine's first PROGRESS may acknowledge them first */
 #define PROGRESS_RCVHWM 100000  /* PROGRESS reports buffered between writer ticks */
 
@@ -57,23 +52,6 @@ static struct ingress_redeliver *tracker_load(const struct tg_config *cfg, const
                  "the spine acknowledges them within %d ms", added, (unsigned long long)low,
                  RESTART_GRACE_MS);
     return tr;
-}
-
-/* One ingress per journal: hold an exclusive lock for the process lifetime
- * (released by the kernel on any exit, also SIGKILL). */
-static int lock_journal(const char *jdir)
-{
-    char *path = xasprintf("%s/%s", jdir, INGRESS_LOCK_FILE);
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
-    if (fd < 0)
-        log_fatal("open %s: %s", path, strerror(errno));
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        fprintf(stderr, "ingress: another ingress is using %s (%s)\n", jdir,
-                errno == EWOULDBLOCK ? "locked" : strerror(errno));
-        exit(1);
-    }
-    free(path);
-    return fd;
 }
 
 /* Counters for `telctl status`: the lag is the unacknowledged webhooks. */
@@ -118,11 +96,13 @@ int main(int argc, char **argv)
                    have_key ? " (telnyx_public_key is ignored)" : "");
     }
 
+    /* One ingress per data directory: it alone writes the journal and binds
+     * verifier_endpoint. */
+    stage_claim_or_exit(&st);
     ingress_metrics_init(&metrics);
     char *jdir = xasprintf("%s/%s", cfg->data_dir, JOURNAL_SUBDIR);
     if (tg_mkdir_p(jdir, err) != 0)
         log_fatal("journal directory: %s", err);
-    int lockfd = lock_journal(jdir);
 
     /* 64 request threads would each get a malloc arena (up to 8 per core),
      * every one keeping its own freed memory: two arenas hold the RSS at
@@ -194,7 +174,6 @@ int main(int argc, char **argv)
     ingress_journal_stop(&journal); /* finishes its batch, closes the socket */
     mg_exit_library();
     log_info("stopped");
-    close(lockfd);
     free(progress_path);
     free(parked_dir);
     free(jdir);

@@ -301,6 +301,7 @@ int main(int argc, char **argv)
     memset(&sp, 0, sizeof sp);
     stage_init(&sp.st, "spine", argc, argv);
     const struct tg_config *cfg = &sp.st.cfg;
+    stage_claim_or_exit(&sp.st);   /* the sole writer of the event log (SPEC 1) */
     if (spine_store_open(&sp.store, cfg->data_dir, cfg->namespace_, (uint64_t)cfg->command_resend_ms, err) != 0)
         log_fatal("%s", err);
     sp.batch_max = (size_t)cfg->spine_batch_max;

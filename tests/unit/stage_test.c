@@ -1,7 +1,8 @@
 /*
  * stage_test.c - unit tests for common/stage.c: the shared receive helper
  * (one single-frame message at a time, multi-frame messages dropped whole,
- * nothing waiting reported as such) and the heap trim.
+ * nothing waiting reported as such), the heap trim and the one-instance
+ * lock on the data directory.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,9 +13,14 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include "stage.h"
+#include "tmpdir.h"
 
 struct pair {
     void *ctx, *push, *pull;
@@ -134,11 +140,94 @@ static void test_heap_trim(void **state)
         free(pin[i]);
 }
 
+static int claim_setup(void **state) { return tmpdir_setup(state, "stage_test"); }
+static int claim_teardown(void **state) { return tmpdir_teardown(state); }
+
+/* A second claim of the same stage fails with the one-line reason, even in
+ * the same process (flock is per open file description); another stage's
+ * claim is independent; closing the first lets the next one in. */
+static void test_claim(void **state)
+{
+    struct tmp *t = *state;
+    char err[ERR_LEN], want[ERR_LEN], data[96];
+    int a, b, c;
+
+    snprintf(data, sizeof data, "%s/var", t->dir);     /* created by the claim */
+    assert_int_equal(stage_claim(data, "spine", &a, err), 0);
+    assert_true(a >= 0);
+    assert_true(fcntl(a, F_GETFD) & FD_CLOEXEC);
+
+    assert_int_equal(stage_claim(data, "spine", &b, err), -1);
+    assert_int_equal(b, -1);
+    snprintf(want, sizeof want, "another spine is running on %s (lock %s/run/spine.lock held)", data, data);
+    assert_string_equal(err, want);
+
+    assert_int_equal(stage_claim(data, "actuator", &c, err), 0);
+
+    close(a);
+    assert_int_equal(stage_claim(data, "spine", &b, err), 0);
+    close(b);
+    close(c);
+}
+
+/* A holder killed with SIGKILL leaves no lock behind. */
+static void test_claim_killed_holder(void **state)
+{
+    struct tmp *t = *state;
+    char err[ERR_LEN];
+    int p[2], fd;
+
+    assert_int_equal(pipe(p), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        char ok = stage_claim(t->dir, "spine", &fd, err) == 0 ? 'y' : 'n';
+        if (write(p[1], &ok, 1) != 1)
+            _exit(1);
+        for (;;)
+            pause();
+    }
+    char ok = 0;
+    close(p[1]);
+    assert_int_equal(read(p[0], &ok, 1), 1);
+    close(p[0]);
+    assert_int_equal(ok, 'y');
+    assert_int_equal(stage_claim(t->dir, "spine", &fd, err), -1);
+    assert_non_null(strstr(err, "another spine is running"));
+
+    int status;
+    assert_int_equal(kill(pid, SIGKILL), 0);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status));
+    assert_int_equal(stage_claim(t->dir, "spine", &fd, err), 0);
+    close(fd);
+}
+
+/* A data directory that cannot be made: the reason, no descriptor. */
+static void test_claim_error(void **state)
+{
+    struct tmp *t = *state;
+    char err[ERR_LEN], file[96];
+    int fd = 0;
+
+    snprintf(file, sizeof file, "%s/plain", t->dir);
+    FILE *f = fopen(file, "w");
+    assert_non_null(f);
+    fclose(f);
+    assert_int_equal(stage_claim(file, "spine", &fd, err), -1);
+    assert_int_equal(fd, -1);
+    assert_non_null(strstr(err, "plain"));
+    assert_null(strstr(err, "another"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_heap_trim),       /* first: on a heap nothing else freed into */
         cmocka_unit_test_setup_teardown(test_recv, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_claim, claim_setup, claim_teardown),
+        cmocka_unit_test_setup_teardown(test_claim_killed_holder, claim_setup, claim_teardown),
+        cmocka_unit_test_setup_teardown(test_claim_error, claim_setup, claim_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
