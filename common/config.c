@@ -187,36 +187,6 @@ static const char *check_endpoint(const char *v)
     return "expected ipc://PATH, tcp://HOST:PORT or inproc://NAME";
 }
 
-/* Decode the UTF-8 sequence at s into *cp; returns its length, or 0 when s
- * does not start a valid one (bad or truncated byte, overlong form,
- * surrogate, beyond U+10FFFF). */
-static size_t utf8_next(const unsigned char *s, uint32_t *cp)
-{
-    uint32_t c = s[0], min;
-    size_t n;
-    if (c < 0x80) {
-        *cp = c;
-        return 1;
-    }
-    if ((c & 0xe0) == 0xc0)
-        n = 2, c &= 0x1f, min = 0x80;
-    else if ((c & 0xf0) == 0xe0)
-        n = 3, c &= 0x0f, min = 0x800;
-    else if ((c & 0xf8) == 0xf0)
-        n = 4, c &= 0x07, min = 0x10000;
-    else
-        return 0;
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xc0) != 0x80)      /* also stops at the NUL */
-            return 0;
-        c = (c << 6) | (s[i] & 0x3f);
-    }
-    if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
-        return 0;
-    *cp = c;
-    return n;
-}
-
 /* The speak payload: JSON needs valid UTF-8 (jansson drops the field
  * otherwise), no control characters but tab, and Telnyx takes at most 3000
  * characters. */
@@ -224,11 +194,16 @@ static const char *check_announce_text(const char *v)
 {
     size_t chars = 0;
     for (const unsigned char *p = (const unsigned char *)v; *p; chars++) {
-        uint32_t cp;
-        size_t n = utf8_next(p, &cp);
+        if (*p < 0x80) {
+            if ((*p < 0x20 && *p != '\t') || *p == 0x7f)
+                return "control character";
+            p++;
+            continue;
+        }
+        size_t n = tg_utf8_len(p, strlen((const char *)p));
         if (n == 0)
             return "not valid UTF-8";
-        if ((cp < 0x20 && cp != '\t') || (cp >= 0x7f && cp <= 0x9f))
+        if (n == 2 && tg_utf8_is_c1(p))
             return "control character";
         p += n;
     }

@@ -61,42 +61,6 @@ static long hex4(const char *s)
 static bool is_high_surrogate(long cp) { return cp >= 0xD800 && cp <= 0xDBFF; }
 static bool is_low_surrogate(long cp) { return cp >= 0xDC00 && cp <= 0xDFFF; }
 
-/*
- * Length of the well-formed UTF-8 sequence at s[0..n), whose first byte is
- * not ASCII, or 0 when it is ill-formed (Unicode Standard, table 3-7): a
- * continuation or invalid lead byte (80..C1, F5..FF), a missing continuation
- * byte, an overlong form (E0 80..9F, F0 80..8F), a UTF-16 surrogate
- * (ED A0..BF) or a code point above U+10FFFF (F4 90..BF).
- */
-static size_t utf8_seq_len(const unsigned char *s, size_t n)
-{
-    unsigned char lo = 0x80, hi = 0xBF;     /* allowed range of the second byte */
-    size_t len;
-    if (s[0] >= 0xC2 && s[0] <= 0xDF) {
-        len = 2;
-    } else if (s[0] >= 0xE0 && s[0] <= 0xEF) {
-        len = 3;
-        if (s[0] == 0xE0)
-            lo = 0xA0;
-        else if (s[0] == 0xED)
-            hi = 0x9F;
-    } else if (s[0] >= 0xF0 && s[0] <= 0xF4) {
-        len = 4;
-        if (s[0] == 0xF0)
-            lo = 0x90;
-        else if (s[0] == 0xF4)
-            hi = 0x8F;
-    } else {
-        return 0;
-    }
-    if (n < len || s[1] < lo || s[1] > hi)
-        return 0;
-    for (size_t i = 2; i < len; i++)
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-    return len;
-}
-
 /* The escape \uXXXX with sc->pos on its 'u'; a high surrogate must be
  * followed by a \u escape of a low one.  Leaves sc->pos on the last digit. */
 static int scan_u_escape(struct scanner *sc)
@@ -139,7 +103,7 @@ static int scan_string(struct scanner *sc)
         if (c < 0x20)
             return fail(sc, "control character in string");
         if (c >= 0x80) {
-            size_t n = utf8_seq_len(s + sc->pos, sc->len - sc->pos);
+            size_t n = tg_utf8_len(s + sc->pos, sc->len - sc->pos);
             if (n == 0)
                 return fail(sc, "invalid UTF-8 in string");
             sc->pos += n;

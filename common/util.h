@@ -74,4 +74,15 @@ int tg_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out) TG_MUST_
 /* Constant-time equality of two byte strings of the same length. */
 bool tg_ct_eq(const void *a, const void *b, size_t n);
 
+/*
+ * Length of the well-formed UTF-8 sequence at s[0..n), whose first byte is
+ * not ASCII, or 0 when it is ill-formed (Unicode Standard, table 3-7): a
+ * continuation or invalid lead byte (80..C1, F5..FF), a missing continuation
+ * byte, an overlong form (E0 80..9F, F0 80..8F), a UTF-16 surrogate
+ * (ED A0..BF) or a code point above U+10FFFF (F4 90..BF).
+ */
+size_t tg_utf8_len(const unsigned char *s, size_t n);
+/* Is the sequence at s (of tg_utf8_len 2) a C1 control, U+0080..U+009F? */
+static inline bool tg_utf8_is_c1(const unsigned char *s) { return s[0] == 0xC2 && s[1] < 0xA0; }
+
 #endif

@@ -21,36 +21,11 @@
 /* ---- the readable (plain-text) form ---- */
 
 /* Length of the well-formed UTF-8 sequence at s[0..n) (s[0] >= 0x80) when it
- * encodes a printable character, else 0: not UTF-8 (overlong, surrogate,
- * above U+10FFFF, cut short) or a C1 control (U+0080..U+009F). */
+ * encodes a printable character, else 0: not UTF-8 or a C1 control. */
 static size_t utf8_printable_len(const unsigned char *s, size_t n)
 {
-    unsigned char lo = 0x80, hi = 0xBF;
-    size_t len;
-    if (s[0] >= 0xC2 && s[0] <= 0xDF)
-        len = 2;
-    else if (s[0] >= 0xE0 && s[0] <= 0xEF)
-        len = 3;
-    else if (s[0] >= 0xF0 && s[0] <= 0xF4)
-        len = 4;
-    else
-        return 0;
-    if (s[0] == 0xC2)
-        lo = 0xA0;              /* C2 80..9F: the C1 controls */
-    else if (s[0] == 0xE0)
-        lo = 0xA0;              /* overlong */
-    else if (s[0] == 0xED)
-        hi = 0x9F;              /* UTF-16 surrogates */
-    else if (s[0] == 0xF0)
-        lo = 0x90;              /* overlong */
-    else if (s[0] == 0xF4)
-        hi = 0x8F;              /* above U+10FFFF */
-    if (n < len || s[1] < lo || s[1] > hi)
-        return 0;
-    for (size_t i = 2; i < len; i++)
-        if (s[i] < 0x80 || s[i] > 0xBF)
-            return 0;
-    return len;
+    size_t len = tg_utf8_len(s, n);
+    return len == 2 && tg_utf8_is_c1(s) ? 0 : len;
 }
 
 /*
