@@ -402,30 +402,73 @@ int journal_dir_sync(const char *dir, char *err)
     return 0;
 }
 
-/* Rename path to path.corrupt (or path.corrupt.N if taken). */
+/* The first free name of path.corrupt, path.corrupt.1, ...; NULL if none
+ * (caller frees). */
+static char *corrupt_name(const char *path)
+{
+    struct stat st;
+    for (int i = 0; i < JOURNAL_CORRUPT_TRIES; i++) {
+        char *to = i == 0 ? xasprintf("%s.corrupt", path) : xasprintf("%s.corrupt.%d", path, i);
+        if (stat(to, &st) != 0 && errno == ENOENT)
+            return to;
+        free(to);
+    }
+    return NULL;
+}
+
+/* Rename dir/name to a free .corrupt name. */
 static int quarantine(const char *dir, const char *name, char *err)
 {
     char *from = xasprintf("%s/%s", dir, name);
-    char *to = NULL;
+    char *to = corrupt_name(from);
     int rc = -1;
-    struct stat stt;
 
-    err[0] = '\0';
-    for (int i = 0; i < JOURNAL_CORRUPT_TRIES; i++) {
-        free(to);
-        to = i == 0 ? xasprintf("%s.corrupt", from) : xasprintf("%s.corrupt.%d", from, i);
-        if (stat(to, &stt) != 0 && errno == ENOENT) {
-            if (rename(from, to) != 0)
-                tg_err(err, "rename %s: %s", from, strerror(errno));
-            else
-                rc = 0;
-            break;
-        }
-    }
-    if (rc != 0 && err[0] == '\0')
+    if (!to)
         tg_err(err, "rename %s: no free .corrupt name", from);
+    else if (rename(from, to) != 0)
+        tg_err(err, "rename %s: %s", from, strerror(errno));
+    else
+        rc = 0;
     if (rc == 0)
         log_error("journal: %s renamed to %s and kept for the operator", from, to);
+    free(from);
+    free(to);
+    return rc;
+}
+
+/* Copy dir/name, whole, to a free .corrupt name (synced) for the operator. */
+static int keep_copy(const char *dir, const char *name, char *err)
+{
+    char *from = xasprintf("%s/%s", dir, name);
+    char *to = corrupt_name(from);
+    char buf[65536];
+    int in = -1, out = -1, rc = -1;
+    ssize_t k;
+
+    if (!to) {
+        tg_err(err, "copy %s: no free .corrupt name", from);
+        goto done;
+    }
+    if ((in = open(from, O_RDONLY | O_CLOEXEC)) < 0 ||
+        (out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640)) < 0) {
+        tg_err(err, "copy %s to %s: %s", from, to, strerror(errno));
+        goto done;
+    }
+    while ((k = read(in, buf, sizeof buf)) > 0)
+        if (tg_write_all(out, buf, (size_t)k) != 0)
+            break;
+    if (k != 0 || fsync(out) != 0) {
+        tg_err(err, "copy %s to %s: %s", from, to, strerror(errno));
+        unlink(to);
+        goto done;
+    }
+    rc = 0;
+    log_error("journal: %s copied to %s and kept for the operator", from, to);
+done:
+    if (in >= 0)
+        close(in);
+    if (out >= 0)
+        close(out);
     free(from);
     free(to);
     return rc;
@@ -498,8 +541,9 @@ int journal_recover(const char *dir, uint64_t *next_jseq, char *err)
         } else if (st != JOURNAL_END) {
             log_error("journal: %s%s", why,
                       st == JOURNAL_TORN ? " (torn, but not the newest file)" : "");
-            /* Records past the damage may have been acknowledged and
-             * processed: never hand out a jseq the file could hold. */
+            /* Records past the damage may have been published (and, in an
+             * older file, acknowledged): never hand out a jseq the file
+             * could hold. */
             struct stat fst;
             if (stat(path, &fst) == 0) {
                 uint64_t bound = strtoull(names[i], NULL, 10) +
@@ -507,7 +551,20 @@ int journal_recover(const char *dir, uint64_t *next_jseq, char *err)
                 if (bound > max_jseq)
                     max_jseq = bound;
             }
-            fail = quarantine(dir, names[i], err);
+            if (i == n - 1) {
+                /* The newest file: a power cut can leave a hole (a later
+                 * page written, an earlier one not), and only records no
+                 * sync covered -- never acknowledged -- can lie behind it.
+                 * Keep a copy for the operator and cut the file at the
+                 * damage, so the good records before it stay in service. */
+                log_error("journal: cutting the newest file %s at %" PRIu64 " bytes (last good "
+                          "record)", names[i], good);
+                fail = keep_copy(dir, names[i], err);
+                if (fail == 0)
+                    fail = truncate_to(path, good, err);
+            } else {
+                fail = quarantine(dir, names[i], err);
+            }
             if (fail == 0)
                 fail = journal_dir_sync(dir, err);
         }
