@@ -21,6 +21,7 @@
 #include "msg.h"
 #include "numbers.h"
 #include "spinedb.h"
+#include "stage.h"
 #include "telctl.h"
 #include "../spine/spine_store.h"
 #include "../verifier/verifier_certs.h"
@@ -252,7 +253,7 @@ static void endpoint_unlink(const char *endpoint)
         unlink(path);
 }
 
-static int replay_live(const struct tg_config *cfg, char **files, size_t n_files)
+static int replay_live_claimed(const struct tg_config *cfg, char **files, size_t n_files)
 {
     char err[ERR_LEN];
     struct spinedb *db = NULL;
@@ -263,8 +264,6 @@ static int replay_live(const struct tg_config *cfg, char **files, size_t n_files
     size_t sent = 0, already = 0;
     int rc = TELCTL_EXIT_OK;
 
-    if (telctl_data_dir_check(cfg, CMD) != TELCTL_EXIT_OK)
-        return TELCTL_EXIT_FAIL;            /* the pipeline runs under an existing one */
     if (spinedb_open(&db, cfg->data_dir, true, err) != 0)
         return telctl_fail(CMD, "%s", err);
     void *ctx = zmq_ctx_new();
@@ -406,10 +405,10 @@ static int into_duplicate(struct into_ctx *c, uint64_t occurred, const char *id,
     return webhook_known_ro(spine_store_db(c->store), occurred, id, dup, err);
 }
 
-static int replay_into(const struct tg_config *cfg, const char *into, char **files, size_t n_files)
+static int replay_into_claimed(const struct tg_config *cfg, const char *into, char **files,
+                               size_t n_files)
 {
     char err[ERR_LEN];
-    bool same = false;
     struct numbers *numbers = NULL;
     struct verifier_certs *vc = NULL;
     struct into_ctx c;
@@ -419,13 +418,6 @@ static int replay_into(const struct tg_config *cfg, const char *into, char **fil
     size_t replayed = 0;
     int rc = TELCTL_EXIT_OK;
 
-    if (tg_mkdir_p(into, err) != 0)
-        return telctl_fail(CMD, "--into: %s", err);
-    if (replay_dir_same(into, cfg->data_dir, &same, err) != 0)
-        return telctl_fail(CMD, "--into: %s", err);
-    if (same)
-        return telctl_usage(CMD, "--into %s is the live data_dir; the running spine is its only writer "
-                            "(choose another directory)", into);
     bool explicit_numbers = strcmp(cfg->numbers_file, NUMBERS_DEFAULT_FILE) != 0;
     if (numbers_load(cfg->numbers_file, explicit_numbers, &numbers, err) != 0)
         return telctl_usage(CMD, "numbers_file: %s", err);
@@ -494,6 +486,42 @@ static int replay_into(const struct tg_config *cfg, const char *into, char **fil
     verifier_certs_close(&vc);
     numbers_free(&numbers);
     run_close(&r);
+    return rc;
+}
+
+
+/* One live replay per data directory at a time: it binds replay_endpoint. */
+static int replay_live(const struct tg_config *cfg, char **files, size_t n_files)
+{
+    char err[ERR_LEN];
+    int lockfd;
+    if (telctl_data_dir_check(cfg, CMD) != TELCTL_EXIT_OK)
+        return TELCTL_EXIT_FAIL;            /* the pipeline runs under an existing one */
+    if (stage_claim(cfg->data_dir, "replay", &lockfd, err) != 0)
+        return telctl_fail(CMD, "%s", err);
+    int rc = replay_live_claimed(cfg, files, n_files);
+    close(lockfd);
+    return rc;
+}
+
+/* The spine store under --into has one writer, like any spine's: not the
+ * live data_dir, and neither a spine nor another replay running on it. */
+static int replay_into(const struct tg_config *cfg, const char *into, char **files, size_t n_files)
+{
+    char err[ERR_LEN];
+    bool same = false;
+    int lockfd;
+    if (tg_mkdir_p(into, err) != 0)
+        return telctl_fail(CMD, "--into: %s", err);
+    if (replay_dir_same(into, cfg->data_dir, &same, err) != 0)
+        return telctl_fail(CMD, "--into: %s", err);
+    if (same)
+        return telctl_usage(CMD, "--into %s is the live data_dir; the running spine is its only writer "
+                            "(choose another directory)", into);
+    if (stage_claim(into, "spine", &lockfd, err) != 0)
+        return telctl_fail(CMD, "--into: %s", err);
+    int rc = replay_into_claimed(cfg, into, files, n_files);
+    close(lockfd);
     return rc;
 }
 

@@ -319,6 +319,25 @@ def test_usage_errors(gate):
     assert g.events() == events_before
 
 
+def test_one_writer_per_replay_target(gate):
+    """replay --into a directory a spine (or another replay) holds, or a
+    live replay while another one runs, exits 1 and touches nothing."""
+    import fcntl
+    g = gate
+    into = os.path.join(g.root, "into-locked")
+    os.makedirs(os.path.join(into, "run"))
+    files = glob.glob(os.path.join(g.data_dir, "journal", "*.dump"))
+    assert files
+    for lock_dir, name, args in ((into, "spine", ["--into", into]),
+                                 (g.data_dir, "replay", [])):
+        with open(os.path.join(lock_dir, "run", name + ".lock"), "a") as held:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            r = g.telctl("replay", *(args + files), timeout=30)
+        assert r.returncode == 1, (args, r.returncode, r.stdout, r.stderr)
+        assert "another %s is running" % name in r.stderr, r.stderr
+    assert not os.path.exists(os.path.join(into, "spine"))
+
+
 def test_live_replay_of_a_foreign_journal(make_gate):
     a = make_gate()
     calls = place_rejected_calls(a, 2)
