@@ -346,11 +346,21 @@ static int config_read_file(struct tg_config *cfg, const char *path, char *err)
     return rc;
 }
 
+/* ipc://DATA_DIR/run/NAME.sock with DATA_DIR absolute, also before the
+ * directory exists (made absolute against the working directory), so the
+ * path -- and the check of its length -- is the same at the first start as
+ * at every later one. */
 static char *default_endpoint(const char *data_dir, const char *name)
 {
-    char abs[PATH_MAX];
-    const char *dir = realpath(data_dir, abs) ? abs : data_dir;
-    return xasprintf("ipc://%s/run/%s.sock", dir, name);
+    char abs[PATH_MAX], cwd[PATH_MAX];
+    if (realpath(data_dir, abs))
+        return xasprintf("ipc://%s/run/%s.sock", abs, name);
+    if (data_dir[0] != '/' && getcwd(cwd, sizeof cwd)) {
+        while (strncmp(data_dir, "./", 2) == 0)
+            data_dir += 2;
+        return xasprintf("ipc://%s/%s/run/%s.sock", strcmp(cwd, "/") ? cwd : "", data_dir, name);
+    }
+    return xasprintf("ipc://%s/run/%s.sock", data_dir, name);
 }
 
 int config_load(struct tg_config *cfg, const char *cli_path, char *err)
