@@ -224,11 +224,14 @@ static ssize_t read_full(int fd, void *buf, size_t n)
     return (ssize_t)got;
 }
 
-/* True when everything from the current position to end of file is zero
- * (after already-read bytes pre[0..npre) which are checked too). */
-static int rest_is_zero(int fd, const uint8_t *pre, size_t npre)
+/* 1 when everything from the current position to end of file is zero
+ * (after already-read bytes pre[0..npre) which are checked too), 0 when
+ * not, -1 on a read error.  *seen (if not NULL) counts the bytes read. */
+static int rest_is_zero(int fd, const uint8_t *pre, size_t npre, uint64_t *seen)
 {
     uint8_t chunk[4096];
+    if (seen)
+        *seen = 0;
     for (size_t i = 0; i < npre; i++)
         if (pre[i])
             return 0;
@@ -236,6 +239,8 @@ static int rest_is_zero(int fd, const uint8_t *pre, size_t npre)
         ssize_t k = read_full(fd, chunk, sizeof chunk);
         if (k < 0)
             return -1;
+        if (seen)
+            *seen += (uint64_t)k;
         for (ssize_t i = 0; i < k; i++)
             if (chunk[i])
                 return 0;
@@ -270,14 +275,15 @@ enum journal_status journal_reader_next(struct journal_reader *r, struct journal
     }
     if (k == 0)
         return reader_stop(r, JOURNAL_END);
-    if ((size_t)k < sizeof hdr) {
-        tg_err(err, "%s: incomplete header (%zd bytes) at offset %" PRIu64, r->path, k, r->good_off);
-        return reader_stop(r, JOURNAL_TORN);
-    }
-    if (header_check(hdr, &plen, why) != 0) {
-        int z = rest_is_zero(r->fd, hdr, sizeof hdr);
-        if (z == 1) {
-            tg_err(err, "%s: zero-filled tail at offset %" PRIu64, r->path, r->good_off);
+    /* Zeros to the end: the ingress writes them ahead of its records (see
+     * ingress_journal.c), and no record was ever acknowledged there. */
+    if ((size_t)k < sizeof hdr || header_check(hdr, &plen, why) != 0) {
+        int z = rest_is_zero(r->fd, hdr, (size_t)k, NULL);
+        if (z == 1)
+            return reader_stop(r, JOURNAL_END);
+        if ((size_t)k < sizeof hdr) {
+            tg_err(err, "%s: incomplete header (%zd bytes) at offset %" PRIu64, r->path, k,
+                   r->good_off);
             return reader_stop(r, JOURNAL_TORN);
         }
         tg_err(err, "%s: %s at offset %" PRIu64, r->path, why, r->good_off);
@@ -299,6 +305,14 @@ enum journal_status journal_reader_next(struct journal_reader *r, struct journal
         return reader_stop(r, JOURNAL_TORN);
     }
     if (crc32c(0, r->buf, plen) != get_be32(hdr + 8)) {
+        /* Zeros after it, and nothing else: the last write, over
+         * pre-filled zeros, never completed. */
+        uint64_t after = 0;
+        if (rest_is_zero(r->fd, NULL, 0, &after) == 1 && after > 0) {
+            tg_err(err, "%s: incomplete last record (CRC mismatch, zeros after it) at offset %"
+                   PRIu64, r->path, r->good_off);
+            return reader_stop(r, JOURNAL_TORN);
+        }
         tg_err(err, "%s: CRC mismatch in record at offset %" PRIu64, r->path, r->good_off);
         return reader_stop(r, JOURNAL_CORRUPT);
     }
@@ -535,7 +549,15 @@ int journal_recover(const char *dir, uint64_t *next_jseq, char *err)
                      path, first);
 
         int fail = 0;
-        if (st == JOURNAL_TORN && i == n - 1) {
+        struct stat fst;
+        if (st == JOURNAL_END && stat(path, &fst) == 0 && (uint64_t)fst.st_size > good) {
+            /* The zeros a writer kept ahead of its records: the ingress
+             * resumes at the file's size (and a file with no record may be
+             * the one it resumes in). */
+            log_debug("journal: cutting %s to %" PRIu64 " bytes (zeros after the last record)",
+                      names[i], good);
+            fail = truncate_to(path, good, err);
+        } else if (st == JOURNAL_TORN && i == n - 1) {
             log_warn("journal: %s; truncating to %" PRIu64 " bytes (last good record)", why, good);
             fail = truncate_to(path, good, err);
         } else if (st != JOURNAL_END) {
@@ -544,7 +566,6 @@ int journal_recover(const char *dir, uint64_t *next_jseq, char *err)
             /* Records past the damage may have been published (and, in an
              * older file, acknowledged): never hand out a jseq the file
              * could hold. */
-            struct stat fst;
             if (stat(path, &fst) == 0) {
                 uint64_t bound = strtoull(names[i], NULL, 10) +
                                  (uint64_t)fst.st_size / (JOURNAL_HDR_LEN + 1);

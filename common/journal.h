@@ -53,9 +53,12 @@ int journal_record_decode(const void *buf, size_t len, struct journal_record *re
 /* What journal_reader_next() found. */
 enum journal_status {
     JOURNAL_OK,        /* a record was decoded */
-    JOURNAL_END,       /* clean end of file, right after a good record */
+    JOURNAL_END,       /* clean end of file, right after a good record; the
+                          rest of the file may be zeros (the ingress writes
+                          them ahead of its records) */
     JOURNAL_TORN,      /* incomplete header or payload at end of file, or a
-                          zero-filled tail: a write that never completed */
+                          last record that fails its CRC with only zeros
+                          after it: a write that never completed */
     JOURNAL_CORRUPT,   /* bad magic, length outside [1, 4 MiB], CRC mismatch,
                           payload that does not decode, jseq not increasing */
 };
@@ -104,10 +107,13 @@ void journal_names_free(char ***names, size_t n);
  *
  *   for each dump file, oldest first:
  *     read records until not OK
- *       END                       -> file is good
+ *       END                       -> file is good; zeros after its last
+ *                                    record are cut off (ftruncate, fsync)
  *       TORN and newest file      -> ftruncate to the last good record, fsync
  *       TORN, not newest          -> rename to <name>.corrupt (log_error)
- *       CORRUPT anywhere          -> rename to <name>.corrupt (log_error)
+ *       CORRUPT in the newest     -> copy to <name>.corrupt, then ftruncate
+ *                                    to the last good record (log_error)
+ *       CORRUPT in an older file  -> rename to <name>.corrupt (log_error)
  *
  * Renamed files are kept for the operator.  Never fails because of a file's
  * content, only on I/O errors on the directory or a truncate that fails.

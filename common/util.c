@@ -252,6 +252,23 @@ int tg_write_all(int fd, const void *buf, size_t n)
     return 0;
 }
 
+int tg_pwrite_all(int fd, const void *buf, size_t n, uint64_t off)
+{
+    const char *p = buf;
+    while (n > 0) {
+        ssize_t w = pwrite(fd, p, n, (off_t)off);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += w;
+        off += (uint64_t)w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
 int tg_read_file(const char *path, size_t max, char **out, size_t *outlen,
                  char *err)
 {

@@ -63,6 +63,8 @@ int tg_b64_decode(const char *in, size_t inlen, uint8_t *out, size_t cap,
 int tg_mkdir_p(const char *path, char *err) TG_MUST_CHECK;
 /* Write all of buf, retrying on EINTR and short writes; 0 ok, -1 errno set. */
 int tg_write_all(int fd, const void *buf, size_t n) TG_MUST_CHECK;
+/* The same at file offset off (pwrite; the file position is left alone). */
+int tg_pwrite_all(int fd, const void *buf, size_t n, uint64_t off) TG_MUST_CHECK;
 /* Read a whole file (up to max bytes) into a NUL-terminated buffer the caller
  * owns; 0 ok, -1 with err. */
 int tg_read_file(const char *path, size_t max, char **out, size_t *outlen,

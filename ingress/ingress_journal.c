@@ -32,6 +32,15 @@
  * from its SUB socket into the tracker, re-publishes or parks what is due,
  * saves the low mark and prunes processed dump files.  Everything touching
  * the tracker and the three sockets happens in this one thread.
+ *
+ * Pre-filled files: when a write makes a file longer, its fdatasync must
+ * also commit the new size and blocks to the file system's own journal (on
+ * ext4 one more disk write and a wake-up of its journal thread, per batch).
+ * So the writer keeps zeros written ahead of its records (prefill, after a
+ * batch's waiters are woken) and writes each batch over them; most syncs
+ * then flush data pages only.  Readers take an all-zero rest of a file as
+ * its end (journal.h).  The zeros are cut off when the file is rotated or
+ * closed, and by recovery after a crash.
  */
 #include "ingress_journal.h"
 #include "log.h"
@@ -53,6 +62,8 @@
 #include <zmq.h>
 
 #define WRITER_TICK_MS 100          /* wake-up period between batches */
+#define PREFILL_BYTES (256 * 1024)  /* zeros written ahead at a time ... */
+#define PREFILL_LOW (128 * 1024)    /* ... when fewer than this are left */
 #define REDELIVER_ROUND_MS 250      /* re-publication rounds */
 #define REDELIVER_ROUND_MAX 2000    /* records looked at per round */
 #define REDELIVER_PARK_MAX 64       /* parks (file + fsync) per round */
@@ -96,6 +107,7 @@ struct ingress_journal {
     char *dir;
     int fd;
     uint64_t file_size;         /* bytes of good records in the current file */
+    uint64_t filled;            /* zeros from file_size up to here (prefill) */
     bool must_rotate;           /* current file may hold a partial record */
     uint64_t next_jseq;
     uint64_t max_file_bytes;
@@ -127,6 +139,19 @@ struct ingress_journal {
     uint64_t rd_file;
 };
 
+/* Close the current file, without the zeros after its last record. */
+static void file_close(struct ingress_journal *j)
+{
+    if (j->fd < 0)
+        return;
+    if (j->filled > j->file_size && ftruncate(j->fd, (off_t)j->file_size) != 0)
+        log_warn("journal: cannot cut the zeros after the last record (%s); readers stop at them",
+                 strerror(errno));
+    close(j->fd);
+    j->fd = -1;
+    j->filled = 0;
+}
+
 static int file_open(struct ingress_journal *j, uint64_t first_jseq, char *err)
 {
     char name[JOURNAL_NAME_LEN];
@@ -134,7 +159,7 @@ static int file_open(struct ingress_journal *j, uint64_t first_jseq, char *err)
 
     journal_file_name(first_jseq, name);
     char *path = xasprintf("%s/%s", j->dir, name);
-    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0640);
     if (fd < 0) {
         tg_err(err, "open %s: %s", path, strerror(errno));
         free(path);
@@ -147,10 +172,10 @@ static int file_open(struct ingress_journal *j, uint64_t first_jseq, char *err)
         free(path);
         return -1;
     }
-    if (j->fd >= 0)
-        close(j->fd);
+    file_close(j);
     j->fd = fd;
-    j->file_size = (uint64_t)st.st_size;
+    j->file_size = (uint64_t)st.st_size;    /* recovery cut any zeros off */
+    j->filled = j->file_size;
     j->must_rotate = false;
     if (j->cur_file != first_jseq && st.st_size == 0)
         atomic_fetch_add(&j->m->journal_files, 1);
@@ -325,6 +350,7 @@ static void batch_fail(struct waiter *batch, const char *reason)
  */
 static void batch_unwrite(struct ingress_journal *j, bool reuse, uint64_t after)
 {
+    j->filled = j->file_size;
     if (ftruncate(j->fd, (off_t)j->file_size) != 0) {
         log_error("journal: cannot truncate after a failed write (%s); starting a new file",
                   strerror(errno));
@@ -370,7 +396,7 @@ static ssize_t batch_write(struct ingress_journal *j, struct waiter *batch, char
         n++;
     }
     ssize_t written = (ssize_t)sb.size;
-    if (n > 0 && tg_write_all(j->fd, sb.data, sb.size) != 0) {
+    if (n > 0 && tg_pwrite_all(j->fd, sb.data, sb.size, j->file_size) != 0) {
         tg_err(err, "journal write: %s", strerror(errno));
         batch_unwrite(j, true, jseq);
         written = -1;
@@ -405,6 +431,33 @@ static int batch_sync(struct ingress_journal *j, struct waiter *batch, size_t by
             ingress_redeliver_drop(j->tr, w->jseq);
     batch_unwrite(j, false, after);
     return -1;
+}
+
+/*
+ * Keep at least PREFILL_LOW bytes of zeros written after the records of the
+ * current file (see the top of this file), up to max_file_bytes, and start
+ * their write-back now so that the next batch's sync need not wait for it.
+ * A failure (e.g. the disk is full) only costs speed; the next batch's
+ * write reports the error.
+ */
+static void prefill(struct ingress_journal *j)
+{
+    static const uint8_t zeros[PREFILL_BYTES];
+
+    if (j->fd < 0 || j->must_rotate)
+        return;
+    if (j->filled < j->file_size)
+        j->filled = j->file_size;
+    if (j->filled - j->file_size >= PREFILL_LOW || j->filled >= j->max_file_bytes)
+        return;
+    size_t n = sizeof zeros;
+    if (n > j->max_file_bytes - j->filled)
+        n = (size_t)(j->max_file_bytes - j->filled);
+    ssize_t k = pwrite(j->fd, zeros, n, (off_t)j->filled);
+    if (k <= 0)
+        return;
+    (void)sync_file_range(j->fd, (off_t)j->filled, k, SYNC_FILE_RANGE_WRITE);
+    j->filled += (uint64_t)k;
 }
 
 /* Encode a WEBHOOK message for every written record of batch and start
@@ -777,6 +830,7 @@ static void *writer_main(void *arg)
         pthread_mutex_unlock(&j->mu);
         waiters_wake(batch);
 
+        prefill(j);
         pending_flush(j);
         redeliver_tick(j, false);
         pthread_mutex_lock(&j->mu);
@@ -959,8 +1013,7 @@ void ingress_journal_stop(struct ingress_journal **jp)
     }
     if (j->push)
         zmq_close(j->push);
-    if (j->fd >= 0)
-        close(j->fd);
+    file_close(j);
     recovery_free(j);
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->work);

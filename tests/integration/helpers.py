@@ -8,6 +8,7 @@ import os
 import select
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
 import time
@@ -126,6 +127,28 @@ def http_json(port, method, path, obj=None, timeout=10.0):
     hdrs = {"Content-Type": "application/json"} if body is not None else {}
     status, _, data = http_req(port, method, path, body, hdrs, timeout)
     return status, (json.loads(data) if data.strip() else None)
+
+
+JOURNAL_HDR = 12            # dump record header: magic, payload length, CRC-32C
+JOURNAL_MAGIC = b"TGJ1"
+
+
+def journal_records(path):
+    """[(offset, length incl. header)] of the whole records of a dump file,
+    and the file's bytes.  A running ingress keeps zeros written after the
+    last record (protocol.md section 3); they, like any other non-record,
+    end the list."""
+    out = []
+    with open(path, "rb") as f:
+        data = f.read()
+    off = 0
+    while off + JOURNAL_HDR <= len(data) and data[off:off + 4] == JOURNAL_MAGIC:
+        (n,) = struct.unpack(">I", data[off + 4:off + 8])
+        if off + JOURNAL_HDR + n > len(data):
+            break
+        out.append((off, JOURNAL_HDR + n))
+        off += JOURNAL_HDR + n
+    return out, data
 
 
 def port_open(port):

@@ -9,18 +9,17 @@ import pty
 import re
 import select
 import shutil
-import struct
 import subprocess
 import time
 
 import pytest
 
-from helpers import (MAIN_NUMBER, announce_done, binary, of_call, types, wait_until)
+from helpers import (JOURNAL_HDR as HDR, MAIN_NUMBER, announce_done, binary, journal_records, of_call,
+                     types, wait_until)
 
 CALLER = "+13125550100"
 HOLDER = "+13125550177"
 DECISIONS = ("tel.call_inbound", "tel.call_rejected", "tel.call_verified")
-HDR = 12
 
 
 def ok(r):
@@ -32,21 +31,6 @@ def dumps(g):
     files = sorted(glob.glob(os.path.join(g.data_dir, "journal", "*.dump")))
     assert files, "no journal dump files in %s" % g.data_dir
     return files
-
-
-def records(path):
-    """[(offset, length incl. header)] of the whole records of a dump file."""
-    out = []
-    with open(path, "rb") as f:
-        data = f.read()
-    off = 0
-    while off + HDR <= len(data):
-        (n,) = struct.unpack(">I", data[off + 4:off + 8])
-        if off + HDR + n > len(data):
-            break
-        out.append((off, HDR + n))
-        off += HDR + n
-    return out, data
 
 
 def settle(g, quiet_s=1.0, timeout=15):
@@ -97,7 +81,7 @@ def test_live_replay_of_processed_journal_adds_nothing(gate):
     before = settle(g)
     verify_before = ok(g.telctl("verify"))
     files = dumps(g)
-    n_records = sum(len(records(f)[0]) for f in files)
+    n_records = sum(len(journal_records(f)[0]) for f in files)
 
     out = ok(g.telctl("replay", *files, timeout=60))
     m = LIVE_RE.search(out)
@@ -182,7 +166,7 @@ def test_torn_and_corrupt_files(gate):
     place_rejected_calls(g, 2)
     settle(g)
     src = dumps(g)[0]
-    recs, data = records(src)
+    recs, data = journal_records(src)
     assert len(recs) >= 4, recs
     work = os.path.join(g.root, "damaged")
     os.mkdir(work)
@@ -232,7 +216,7 @@ def test_damaged_file_fails_but_a_torn_last_file_does_not(gate):
     place_rejected_calls(g, 1)
     settle(g)
     src = dumps(g)[0]
-    recs, data = records(src)
+    recs, data = journal_records(src)
     work = os.path.join(g.root, "files")
     os.mkdir(work)
     # not a journal at all: nothing replayed, and that is a failure
@@ -269,7 +253,7 @@ def test_progress_line_on_a_terminal(gate):
     place_rejected_calls(g, 1)
     settle(g)
     files = dumps(g)
-    n = sum(len(records(f)[0]) for f in files)
+    n = sum(len(journal_records(f)[0]) for f in files)
     master, slave = pty.openpty()
     p = subprocess.Popen([binary("telctl"), "-c", g.conf_path, "replay", "--into",
                           os.path.join(g.root, "tty"), *files],
@@ -343,7 +327,7 @@ def test_live_replay_of_a_foreign_journal(make_gate):
     calls = place_rejected_calls(a, 2)
     settle(a)
     files = dumps(a)
-    n = sum(len(records(f)[0]) for f in files)
+    n = sum(len(journal_records(f)[0]) for f in files)
     b = make_gate()
     assert b.events() == []
     copy = os.path.join(b.root, "from-a")

@@ -2,7 +2,8 @@
  * journal_test.c - unit tests of the journal (common/journal.c): record
  * round trips, the reader's statuses, start-up recovery (torn tail truncated,
  * corrupt files renamed, next jseq), and the ingress's group-commit writer
- * (ingress/ingress_journal.c) with concurrent appenders and rotation;
+ * (ingress/ingress_journal.c) with concurrent appenders and rotation, and
+ * the zeros it writes ahead of its records;
  * reading one record by offset and deleting processed dump files.
  */
 #include <stdarg.h>
@@ -208,6 +209,63 @@ static void test_reader(void **state)
     assert_int_equal(journal_reader_next(r, &rec, err), JOURNAL_CORRUPT);
     assert_non_null(strstr(err, "CRC"));
     journal_reader_close(&r);
+
+    /* zeros after the last record (what the ingress writes ahead) end the
+     * file cleanly, also fewer than a header's worth */
+    static const uint8_t zeros[5000];
+    path = write_file(t->dir, 1, 3, ends);
+    append_bytes(path, zeros, sizeof zeros);
+    assert_int_equal(journal_reader_open(path, &r, err), 0);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(journal_reader_next(r, &rec, err), JOURNAL_OK);
+        journal_record_free(&rec);
+    }
+    assert_int_equal(journal_reader_next(r, &rec, err), JOURNAL_END);
+    assert_int_equal(journal_reader_good_offset(r), ends[2]);
+    journal_reader_close(&r);
+    path = write_file(t->dir, 1, 3, ends);
+    append_bytes(path, zeros, 7);
+    assert_int_equal(journal_reader_open(path, &r, err), 0);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(journal_reader_next(r, &rec, err), JOURNAL_OK);
+        journal_record_free(&rec);
+    }
+    assert_int_equal(journal_reader_next(r, &rec, err), JOURNAL_END);
+    journal_reader_close(&r);
+
+    /* a non-zero byte after the zeros is damage, not an end */
+    append_bytes(path, zeros, 100);
+    append_bytes(path, "x", 1);
+    assert_int_equal(journal_reader_open(path, &r, err), 0);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(journal_reader_next(r, &rec, err), JOURNAL_OK);
+        journal_record_free(&rec);
+    }
+    assert_int_equal(journal_reader_next(r, &rec, err), JOURNAL_CORRUPT);
+    journal_reader_close(&r);
+
+    /* a last record whose CRC fails with only zeros after it is a write
+     * over pre-filled zeros that never completed: torn; with nothing after
+     * it, it stays corrupt */
+    path = write_file(t->dir, 1, 3, ends);
+    flip_byte(path, (off_t)ends[2] - 3);
+    assert_int_equal(journal_reader_open(path, &r, err), 0);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(journal_reader_next(r, &rec, err), JOURNAL_OK);
+        journal_record_free(&rec);
+    }
+    assert_int_equal(journal_reader_next(r, &rec, err), JOURNAL_CORRUPT);
+    journal_reader_close(&r);
+    append_bytes(path, zeros, sizeof zeros);
+    assert_int_equal(journal_reader_open(path, &r, err), 0);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(journal_reader_next(r, &rec, err), JOURNAL_OK);
+        journal_record_free(&rec);
+    }
+    assert_int_equal(journal_reader_next(r, &rec, err), JOURNAL_TORN);
+    assert_non_null(strstr(err, "incomplete last record"));
+    assert_int_equal(journal_reader_good_offset(r), ends[1]);
+    journal_reader_close(&r);
 }
 
 static void test_list(void **state)
@@ -266,12 +324,23 @@ static void test_recover_torn_tail(void **state)
     assert_int_equal(next, 7);
     assert_int_equal(file_size(newest), (off_t)ends[2]);
 
-    /* a zero-filled tail (size extended, data never written) is torn too */
+    /* zeros after the last record (written ahead by the ingress, or a size
+     * extended whose data never came) are cut off */
     static const uint8_t zeros[100];
     append_bytes(newest, zeros, sizeof zeros);
     assert_int_equal(journal_recover(t->dir, &next, err), 0);
     assert_int_equal(next, 7);
     assert_int_equal(file_size(newest), (off_t)ends[2]);
+
+    /* ... in an older file too (the ingress rotated, its cut was not yet on
+     * disk): the file stays in service */
+    char older[256];
+    snprintf(older, sizeof older, "%s/0000000000000001.dump", t->dir);
+    off_t older_size = file_size(older);
+    append_bytes(older, zeros, sizeof zeros);
+    assert_int_equal(journal_recover(t->dir, &next, err), 0);
+    assert_int_equal(next, 7);
+    assert_int_equal(file_size(older), older_size);
 
     /* recovering again changes nothing */
     assert_int_equal(journal_recover(t->dir, &next, err), 0);
@@ -552,6 +621,98 @@ static void test_sync_failure_skips_jseqs(void **state)
     assert_int_equal(next, 3);
 }
 
+/* Append one record with body "{\"n\":<i>}"; returns its jseq. */
+static uint64_t append_one(struct ingress_journal *j, int i)
+{
+    char body[32], err[ERR_LEN];
+    struct journal_record r;
+    uint64_t jseq = 0;
+    snprintf(body, sizeof body, "{\"n\":%d}", i);
+    make_record(&r, 0, body);
+    assert_int_equal(ingress_journal_append(j, &r, &jseq, err), 0);
+    return jseq;
+}
+
+/* Read path to its end: the number of records, which must end cleanly,
+ * and the offset after the last one. */
+static size_t count_records(const char *path, uint64_t *end)
+{
+    struct journal_reader *rd = NULL;
+    struct journal_record rec;
+    char err[ERR_LEN];
+    enum journal_status st;
+    size_t n = 0;
+    assert_int_equal(journal_reader_open(path, &rd, err), 0);
+    while ((st = journal_reader_next(rd, &rec, err)) == JOURNAL_OK) {
+        n++;
+        journal_record_free(&rec);
+    }
+    assert_int_equal(st, JOURNAL_END);
+    *end = journal_reader_good_offset(rd);
+    journal_reader_close(&rd);
+    return n;
+}
+
+static void test_prefilled_file(void **state)
+{
+    struct tmp *t = *state;
+    static struct ingress_metrics m;
+    char err[ERR_LEN], path[256];
+    uint64_t next = 0, end = 0;
+
+    ingress_metrics_init(&m);
+    assert_int_equal(journal_recover(t->dir, &next, err), 0);
+    struct ingress_journal_opts o = {
+        .dir = t->dir, .next_jseq = next, .max_file_bytes = 1 << 20, .metrics = &m,
+    };
+    struct ingress_journal *j = NULL;
+    assert_int_equal(ingress_journal_start(&o, &j, err), 0);
+    for (int i = 1; i <= 3; i++)
+        assert_int_equal(append_one(j, i), (uint64_t)i);
+
+    /* while it runs, zeros lie ahead of the records, and readers stop at
+     * them */
+    snprintf(path, sizeof path, "%s/0000000000000001.dump", t->dir);
+    assert_int_equal(count_records(path, &end), 3);
+    assert_true(file_size(path) >= (off_t)end + 64 * 1024);
+
+    /* stopping cuts them off */
+    ingress_journal_stop(&j);
+    assert_int_equal(file_size(path), (off_t)end);
+
+    /* after a crash (zeros still there) recovery cuts them, and the next
+     * run goes on after the last record, in a new file */
+    static const uint8_t zeros[8192];
+    append_bytes(path, zeros, sizeof zeros);
+    assert_int_equal(journal_recover(t->dir, &next, err), 0);
+    assert_int_equal(next, 4);
+    assert_int_equal(file_size(path), (off_t)end);
+    o.next_jseq = next;
+    assert_int_equal(ingress_journal_start(&o, &j, err), 0);
+    assert_int_equal(append_one(j, 4), 4);
+    ingress_journal_stop(&j);
+    assert_int_equal(count_records(path, &end), 3);
+    snprintf(path, sizeof path, "%s/0000000000000004.dump", t->dir);
+    assert_int_equal(count_records(path, &end), 1);
+    assert_int_equal(file_size(path), (off_t)end);
+
+    /* a file with no record yet, pre-filled when the ingress died, is the
+     * one the next run resumes in: it must start at offset 0 */
+    snprintf(path, sizeof path, "%s/0000000000000005.dump", t->dir);
+    int fd = open(path, O_WRONLY | O_CREAT, 0640);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, zeros, sizeof zeros), (ssize_t)sizeof zeros);
+    close(fd);
+    assert_int_equal(journal_recover(t->dir, &next, err), 0);
+    assert_int_equal(next, 5);
+    assert_int_equal(file_size(path), 0);
+    o.next_jseq = next;
+    assert_int_equal(ingress_journal_start(&o, &j, err), 0);
+    assert_int_equal(append_one(j, 5), 5);
+    ingress_journal_stop(&j);
+    assert_int_equal(count_records(path, &end), 1);
+}
+
 static void test_record_pread(void **state)
 {
     struct tmp *t = *state;
@@ -686,6 +847,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_group_commit_and_rotation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_failure_reported, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sync_failure_skips_jseqs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prefilled_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_record_pread, setup, teardown),
         cmocka_unit_test(test_file_prunable),
         cmocka_unit_test_setup_teardown(test_prune, setup, teardown),
