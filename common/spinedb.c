@@ -9,6 +9,7 @@
 #include "registry.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
@@ -154,6 +155,29 @@ static int map_range(const struct spinedb *db, uintptr_t *lo, uintptr_t *hi)
     }
     fclose(f);
     return rc;
+}
+
+void spinedb_prefill(struct spinedb *db)
+{
+    static const uint8_t zeros[SPINEDB_PREFILL_BYTES];
+    MDB_envinfo info;
+    MDB_stat ms;
+    struct stat st;
+    int fd;
+
+    if (!db || !db->env || db->readonly || mdb_env_get_fd(db->env, &fd) != 0 ||
+        mdb_env_info(db->env, &info) != 0 || mdb_env_stat(db->env, &ms) != 0 || fstat(fd, &st) != 0)
+        return;
+    uint64_t used = ((uint64_t)info.me_last_pgno + 1) * ms.ms_psize;
+    uint64_t size = (uint64_t)st.st_size;
+    if (size < used || size - used >= SPINEDB_PREFILL_BYTES / 2 || size >= info.me_mapsize)
+        return;
+    size_t n = sizeof zeros;
+    if (n > info.me_mapsize - size)
+        n = (size_t)(info.me_mapsize - size);
+    ssize_t k = pwrite(fd, zeros, n, (off_t)size);
+    if (k > 0)
+        (void)sync_file_range(fd, (off_t)size, k, SYNC_FILE_RANGE_WRITE);
 }
 
 int spinedb_sync_file(const struct spinedb *db, char *err)

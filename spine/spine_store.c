@@ -788,6 +788,7 @@ static int txn_run(struct spine_store *s, const struct spine_input *in, size_t n
     /* New commands need no re-send entry: their queued_ms says when they
      * were first sent. */
     ctx_free(&c);
+    spinedb_prefill(s->db);     /* so the next commits sync data pages only */
     return 0;
 fail:
     if (c.txn)

@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include <sodium.h>
@@ -643,6 +645,69 @@ static void test_unmap_pages(void **state)
     spinedb_unmap_pages(NULL);                  /* no database: nothing to do */
 }
 
+/* Bytes of the data file in use (up to LMDB's last page) and its size. */
+static void data_file(struct spinedb *db, uint64_t *used, uint64_t *size, int *fd)
+{
+    MDB_envinfo info;
+    MDB_stat ms;
+    struct stat st;
+    assert_int_equal(mdb_env_get_fd(db->env, fd), 0);
+    assert_int_equal(mdb_env_info(db->env, &info), 0);
+    assert_int_equal(mdb_env_stat(db->env, &ms), 0);
+    assert_int_equal(fstat(*fd, &st), 0);
+    *used = ((uint64_t)info.me_last_pgno + 1) * ms.ms_psize;
+    *size = (uint64_t)st.st_size;
+}
+
+/* After each commit the spine keeps zeros written past LMDB's last page;
+ * LMDB's later pages go over them, and everything reads back whole, also
+ * after a restart. */
+static void test_prefill(void **state)
+{
+    struct fixture *f = *state;
+    struct spine_input in[64];
+    char wh[32];
+    uint64_t used, size;
+    int fd;
+    uint64_t first_size = 0;
+    for (unsigned b = 0; b < 40; b++) {
+        for (unsigned i = 0; i < 64; i++) {
+            snprintf(wh, sizeof wh, "wh-p%u-%u", b, i);
+            make_result(&in[i], 0, wh, "inbound,rejected,answer", "answer");
+        }
+        apply(f, in, 64);
+        data_file(spine_store_db(f->store), &used, &size, &fd);
+        assert_true(size >= used + SPINEDB_PREFILL_BYTES / 2);
+        assert_true(size <= used + SPINEDB_PREFILL_BYTES + SPINEDB_PREFILL_BYTES / 2);
+        if (b == 0)
+            first_size = size;
+        /* what lies past the last page is zeros */
+        static uint8_t buf[2 * SPINEDB_PREFILL_BYTES];
+        ssize_t k = pread(fd, buf, size - used, (off_t)used);
+        assert_int_equal(k, (ssize_t)(size - used));
+        for (ssize_t i = 0; i < k; i++)
+            if (buf[i])
+                fail_msg("byte %llu past the last page is %u",
+                         (unsigned long long)(used + (uint64_t)i), buf[i]);
+    }
+    assert_true(used > first_size);             /* the log grew over the zeros */
+    assert_chain_ok(f, 40 * 64 * 3);
+    reopen(f);
+    assert_chain_ok(f, 40 * 64 * 3);
+
+    /* a reader never writes */
+    char err[ERR_LEN];
+    struct spinedb *ro = NULL;
+    data_file(spine_store_db(f->store), &used, &size, &fd);
+    assert_int_equal(spinedb_open(&ro, f->tmp->dir, true, err), 0);
+    spinedb_prefill(ro);
+    spinedb_close(&ro);
+    uint64_t size2;
+    data_file(spine_store_db(f->store), &used, &size2, &fd);
+    assert_int_equal(size2, size);
+    spinedb_prefill(NULL);
+}
+
 /* Rewrite event seq's stored value with byte off flipped. */
 static void tamper(const char *dir, uint64_t seq, size_t off)
 {
@@ -1166,6 +1231,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_outbox_resend, setup, teardown),
         cmocka_unit_test_setup_teardown(test_watermark, setup, teardown),
         cmocka_unit_test_setup_teardown(test_watermark_settled, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prefill, setup, teardown),
         cmocka_unit_test_setup_teardown(test_durable_after_next_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unmap_pages, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tamper_content, setup, teardown),
