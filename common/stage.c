@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <malloc.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
@@ -14,6 +15,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/signalfd.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <sodium.h>
@@ -173,6 +175,38 @@ void stage_heap_trim(struct stage *st, bool worked)
     malloc_trim(0);
     st->worked = false;
     st->trim_due_ms = now + STAGE_TRIM_MS;
+}
+
+/* The kernel's struct sched_attr (uapi linux/sched/types.h, which clashes
+ * with glibc's <sched.h>; glibc 2.36 has no wrapper). */
+struct stage_sched_attr {
+    uint32_t size;
+    uint32_t sched_policy;
+    uint64_t sched_flags;
+    int32_t sched_nice;
+    uint32_t sched_priority;
+    uint64_t sched_runtime, sched_deadline, sched_period;
+    uint32_t sched_util_min, sched_util_max;
+};
+
+int stage_thread_short_slice(uint64_t slice_ns)
+{
+    struct stage_sched_attr a;
+    memset(&a, 0, sizeof a);
+    if (syscall(SYS_sched_getattr, 0, &a, sizeof a, 0) != 0) {
+        log_debug("sched_getattr: %s", strerror(errno));
+        return -1;
+    }
+    if (a.sched_policy != SCHED_OTHER)
+        return -1;              /* a real-time or batch thread: leave it */
+    a.size = sizeof a;
+    a.sched_flags = 0;
+    a.sched_runtime = slice_ns;
+    if (syscall(SYS_sched_setattr, 0, &a, 0) != 0) {
+        log_debug("sched_setattr (slice %llu ns): %s", (unsigned long long)slice_ns, strerror(errno));
+        return -1;
+    }
+    return 0;
 }
 
 bool stage_status_due(const struct stage *st)

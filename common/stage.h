@@ -115,4 +115,15 @@ enum stage_recv_result stage_recv(void *sock, zmq_msg_t *m, const char *what);
  */
 void stage_heap_trim(struct stage *st, bool worked);
 
+/*
+ * Ask the scheduler to run the calling thread as soon as it wakes: a short
+ * slice (slice_ns, 0.1-100 ms) gives a thread an earlier deadline than those
+ * with the default slice under EEVDF (Linux 6.12 and later:
+ * sched_attr.sched_runtime of a SCHED_OTHER thread), without a larger share
+ * of the CPU.  For a thread every request waits on, e.g. the ingress's
+ * journal writer.  Its nice value is kept.  Older kernels accept and ignore
+ * the request; a refusal is logged at debug level.  0 done, -1 refused.
+ */
+int stage_thread_short_slice(uint64_t slice_ns);
+
 #endif

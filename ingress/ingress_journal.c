@@ -62,6 +62,7 @@
 #include <zmq.h>
 
 #define WRITER_TICK_MS 100          /* wake-up period between batches */
+#define WRITER_SLICE_NS 100000      /* the writer's scheduler slice (stage_thread_short_slice) */
 #define PREFILL_BYTES (256 * 1024)  /* zeros written ahead at a time ... */
 #define PREFILL_LOW (128 * 1024)    /* ... when fewer than this are left */
 #define REDELIVER_ROUND_MS 250      /* re-publication rounds */
@@ -741,6 +742,8 @@ static void *writer_main(void *arg)
     struct ingress_journal *j = arg;
     char err[ERR_LEN];
 
+    /* Every request waits on this thread: have it run as soon as it wakes. */
+    stage_thread_short_slice(WRITER_SLICE_NS);
     pthread_mutex_lock(&j->mu);
     for (;;) {
         while (!j->head && !j->stopping) {
