@@ -157,9 +157,10 @@ static int map_range(const struct spinedb *db, uintptr_t *lo, uintptr_t *hi)
     return rc;
 }
 
+_Static_assert(SPINEDB_PREFILL_BYTES <= TG_ZEROS_MAX, "one tg_pwrite_zeros call per prefill");
+
 void spinedb_prefill(struct spinedb *db)
 {
-    static const uint8_t zeros[SPINEDB_PREFILL_BYTES];
     MDB_envinfo info;
     MDB_stat ms;
     struct stat st;
@@ -172,10 +173,10 @@ void spinedb_prefill(struct spinedb *db)
     uint64_t size = (uint64_t)st.st_size;
     if (size < used || size - used >= SPINEDB_PREFILL_BYTES / 2 || size >= info.me_mapsize)
         return;
-    size_t n = sizeof zeros;
+    size_t n = SPINEDB_PREFILL_BYTES;
     if (n > info.me_mapsize - size)
         n = (size_t)(info.me_mapsize - size);
-    ssize_t k = pwrite(fd, zeros, n, (off_t)size);
+    ssize_t k = tg_pwrite_zeros(fd, n, size);
     if (k > 0)
         (void)sync_file_range(fd, (off_t)size, k, SYNC_FILE_RANGE_WRITE);
 }

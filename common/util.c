@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -267,6 +268,24 @@ int tg_pwrite_all(int fd, const void *buf, size_t n, uint64_t off)
         n -= (size_t)w;
     }
     return 0;
+}
+
+ssize_t tg_pwrite_zeros(int fd, size_t n, uint64_t off)
+{
+    static const uint8_t zero_page[4096];
+    struct iovec iov[TG_ZEROS_MAX / sizeof zero_page];
+    int cnt = 0;
+    for (size_t left = n; left > 0 && cnt < (int)ARRAY_LEN(iov); cnt++) {
+        size_t k = left < sizeof zero_page ? left : sizeof zero_page;
+        iov[cnt].iov_base = (void *)zero_page;
+        iov[cnt].iov_len = k;
+        left -= k;
+    }
+    ssize_t w;
+    do
+        w = pwritev(fd, iov, cnt, (off_t)off);
+    while (w < 0 && errno == EINTR);
+    return w;
 }
 
 int tg_read_file(const char *path, size_t max, char **out, size_t *outlen,

@@ -65,6 +65,11 @@ int tg_mkdir_p(const char *path, char *err) TG_MUST_CHECK;
 int tg_write_all(int fd, const void *buf, size_t n) TG_MUST_CHECK;
 /* The same at file offset off (pwrite; the file position is left alone). */
 int tg_pwrite_all(int fd, const void *buf, size_t n, uint64_t off) TG_MUST_CHECK;
+/* Write n zero bytes (at most TG_ZEROS_MAX) at offset off with one pwritev
+ * from a single zero page, so no large buffer sits in memory; returns the
+ * bytes written (short e.g. on a full disk) or -1 with errno. */
+#define TG_ZEROS_MAX (256 * 1024)
+ssize_t tg_pwrite_zeros(int fd, size_t n, uint64_t off);
 /* Read a whole file (up to max bytes) into a NUL-terminated buffer the caller
  * owns; 0 ok, -1 with err. */
 int tg_read_file(const char *path, size_t max, char **out, size_t *outlen,

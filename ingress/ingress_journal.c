@@ -65,6 +65,7 @@
 #define WRITER_SLICE_NS 100000      /* the writer's scheduler slice (stage_thread_short_slice) */
 #define PREFILL_BYTES (256 * 1024)  /* zeros written ahead at a time ... */
 #define PREFILL_LOW (128 * 1024)    /* ... when fewer than this are left */
+_Static_assert(PREFILL_BYTES <= TG_ZEROS_MAX, "one tg_pwrite_zeros call per prefill");
 #define REDELIVER_ROUND_MS 250      /* re-publication rounds */
 #define REDELIVER_ROUND_MAX 2000    /* records looked at per round */
 #define REDELIVER_PARK_MAX 64       /* parks (file + fsync) per round */
@@ -443,18 +444,16 @@ static int batch_sync(struct ingress_journal *j, struct waiter *batch, size_t by
  */
 static void prefill(struct ingress_journal *j)
 {
-    static const uint8_t zeros[PREFILL_BYTES];
-
     if (j->fd < 0 || j->must_rotate)
         return;
     if (j->filled < j->file_size)
         j->filled = j->file_size;
     if (j->filled - j->file_size >= PREFILL_LOW || j->filled >= j->max_file_bytes)
         return;
-    size_t n = sizeof zeros;
+    size_t n = PREFILL_BYTES;
     if (n > j->max_file_bytes - j->filled)
         n = (size_t)(j->max_file_bytes - j->filled);
-    ssize_t k = pwrite(j->fd, zeros, n, (off_t)j->filled);
+    ssize_t k = tg_pwrite_zeros(j->fd, n, j->filled);
     if (k <= 0)
         return;
     (void)sync_file_range(j->fd, (off_t)j->filled, k, SYNC_FILE_RANGE_WRITE);
