@@ -150,6 +150,26 @@ static void test_round_trip(void **state)
     msgpack_sbuffer_destroy(&sb);
 }
 
+/* Read path: n_ok good records, then status st with the reader's good
+ * offset at good (and, if why is set, an error containing it). */
+static void expect_read(const char *path, int n_ok, enum journal_status st, size_t good,
+                        const char *why)
+{
+    struct journal_reader *r = NULL;
+    struct journal_record rec;
+    char err[ERR_LEN] = "";
+    assert_int_equal(journal_reader_open(path, &r, err), 0);
+    for (int i = 0; i < n_ok; i++) {
+        assert_int_equal(journal_reader_next(r, &rec, err), JOURNAL_OK);
+        journal_record_free(&rec);
+    }
+    assert_int_equal(journal_reader_next(r, &rec, err), st);
+    assert_int_equal(journal_reader_good_offset(r), good);
+    if (why && !strstr(err, why))
+        fail_msg("expected \"%s\" in: %s", why, err);
+    journal_reader_close(&r);
+}
+
 static void test_reader(void **state)
 {
     struct tmp *t = *state;
@@ -174,98 +194,41 @@ static void test_reader(void **state)
 
     /* a torn header, then a torn payload */
     append_bytes(path, "TGJ", 3);
-    assert_int_equal(journal_reader_open(path, &r, err), 0);
-    for (int i = 0; i < 3; i++) {
-        assert_int_equal(journal_reader_next(r, &rec, err), JOURNAL_OK);
-        journal_record_free(&rec);
-    }
-    assert_int_equal(journal_reader_next(r, &rec, err), JOURNAL_TORN);
-    assert_int_equal(journal_reader_good_offset(r), ends[2]);
-    journal_reader_close(&r);
+    expect_read(path, 3, JOURNAL_TORN, ends[2], NULL);
     assert_int_equal(truncate(path, (off_t)ends[1] + 20), 0);
-    assert_int_equal(journal_reader_open(path, &r, err), 0);
-    for (int i = 0; i < 2; i++) {
-        assert_int_equal(journal_reader_next(r, &rec, err), JOURNAL_OK);
-        journal_record_free(&rec);
-    }
-    assert_int_equal(journal_reader_next(r, &rec, err), JOURNAL_TORN);
-    assert_int_equal(journal_reader_good_offset(r), ends[1]);
-    journal_reader_close(&r);
+    expect_read(path, 2, JOURNAL_TORN, ends[1], NULL);
 
     /* a bad length and a CRC mismatch are corrupt */
     path = write_file(t->dir, 1, 3, ends);
     flip_byte(path, (off_t)ends[0] + 4);    /* length of record 2: +2^30 */
-    assert_int_equal(journal_reader_open(path, &r, err), 0);
-    assert_int_equal(journal_reader_next(r, &rec, err), JOURNAL_OK);
-    journal_record_free(&rec);
-    assert_int_equal(journal_reader_next(r, &rec, err), JOURNAL_CORRUPT);
-    assert_non_null(strstr(err, "out of range"));
-    journal_reader_close(&r);
+    expect_read(path, 1, JOURNAL_CORRUPT, ends[0], "out of range");
     path = write_file(t->dir, 1, 3, ends);
     flip_byte(path, (off_t)ends[1] - 3);
-    assert_int_equal(journal_reader_open(path, &r, err), 0);
-    assert_int_equal(journal_reader_next(r, &rec, err), JOURNAL_OK);
-    journal_record_free(&rec);
-    assert_int_equal(journal_reader_next(r, &rec, err), JOURNAL_CORRUPT);
-    assert_non_null(strstr(err, "CRC"));
-    journal_reader_close(&r);
+    expect_read(path, 1, JOURNAL_CORRUPT, ends[0], "CRC");
 
     /* zeros after the last record (what the ingress writes ahead) end the
      * file cleanly, also fewer than a header's worth */
     static const uint8_t zeros[5000];
     path = write_file(t->dir, 1, 3, ends);
     append_bytes(path, zeros, sizeof zeros);
-    assert_int_equal(journal_reader_open(path, &r, err), 0);
-    for (int i = 0; i < 3; i++) {
-        assert_int_equal(journal_reader_next(r, &rec, err), JOURNAL_OK);
-        journal_record_free(&rec);
-    }
-    assert_int_equal(journal_reader_next(r, &rec, err), JOURNAL_END);
-    assert_int_equal(journal_reader_good_offset(r), ends[2]);
-    journal_reader_close(&r);
+    expect_read(path, 3, JOURNAL_END, ends[2], NULL);
     path = write_file(t->dir, 1, 3, ends);
     append_bytes(path, zeros, 7);
-    assert_int_equal(journal_reader_open(path, &r, err), 0);
-    for (int i = 0; i < 3; i++) {
-        assert_int_equal(journal_reader_next(r, &rec, err), JOURNAL_OK);
-        journal_record_free(&rec);
-    }
-    assert_int_equal(journal_reader_next(r, &rec, err), JOURNAL_END);
-    journal_reader_close(&r);
+    expect_read(path, 3, JOURNAL_END, ends[2], NULL);
 
     /* a non-zero byte after the zeros is damage, not an end */
     append_bytes(path, zeros, 100);
     append_bytes(path, "x", 1);
-    assert_int_equal(journal_reader_open(path, &r, err), 0);
-    for (int i = 0; i < 3; i++) {
-        assert_int_equal(journal_reader_next(r, &rec, err), JOURNAL_OK);
-        journal_record_free(&rec);
-    }
-    assert_int_equal(journal_reader_next(r, &rec, err), JOURNAL_CORRUPT);
-    journal_reader_close(&r);
+    expect_read(path, 3, JOURNAL_CORRUPT, ends[2], NULL);
 
     /* a last record whose CRC fails with only zeros after it is a write
      * over pre-filled zeros that never completed: torn; with nothing after
      * it, it stays corrupt */
     path = write_file(t->dir, 1, 3, ends);
     flip_byte(path, (off_t)ends[2] - 3);
-    assert_int_equal(journal_reader_open(path, &r, err), 0);
-    for (int i = 0; i < 2; i++) {
-        assert_int_equal(journal_reader_next(r, &rec, err), JOURNAL_OK);
-        journal_record_free(&rec);
-    }
-    assert_int_equal(journal_reader_next(r, &rec, err), JOURNAL_CORRUPT);
-    journal_reader_close(&r);
+    expect_read(path, 2, JOURNAL_CORRUPT, ends[1], "CRC");
     append_bytes(path, zeros, sizeof zeros);
-    assert_int_equal(journal_reader_open(path, &r, err), 0);
-    for (int i = 0; i < 2; i++) {
-        assert_int_equal(journal_reader_next(r, &rec, err), JOURNAL_OK);
-        journal_record_free(&rec);
-    }
-    assert_int_equal(journal_reader_next(r, &rec, err), JOURNAL_TORN);
-    assert_non_null(strstr(err, "incomplete last record"));
-    assert_int_equal(journal_reader_good_offset(r), ends[1]);
-    journal_reader_close(&r);
+    expect_read(path, 2, JOURNAL_TORN, ends[1], "incomplete last record");
 }
 
 static void test_list(void **state)
