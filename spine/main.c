@@ -18,6 +18,7 @@
  * wait in the senders' queues, the journal and the actuator. */
 #define SPINE_RCVHWM 256
 #define UNMAP_MS 10              /* spinedb_unmap_pages period while committing */
+#define UNMAP_EVERY_READS 64     /* ... and within a flush of deferred commands */
 #define RESEND_MAX 1000          /* outbox commands re-sent per tick */
 /* Outbox keys of commands the actuator could not take yet (its queue was
  * full), sent as soon as it can; beyond this many, the re-send timer
@@ -140,9 +141,14 @@ static void deferred_push(struct spine *sp, uint64_t okey)
 static void deferred_flush(struct spine *sp)
 {
     char err[ERR_LEN];
+    size_t read = 0;
     if (sp->d_len)
         sp->db_work++;
     while (sp->d_len) {
+        /* Each command read maps a page of the outbox: a backlog of
+         * thousands would map megabytes before the loop's next unmap. */
+        if (++read % UNMAP_EVERY_READS == 0)
+            spinedb_unmap_pages(spine_store_db(sp->store));
         struct tg_command cmd;
         int found = spine_store_outbox_get(sp->store, sp->deferred[sp->d_head], &cmd, err);
         if (found < 0)
@@ -286,6 +292,8 @@ static void resend_outbox(struct spine *sp)
     }
     if (n)
         log_info("re-sending %zu commands that have no outcome yet", n);
+    if (n)
+        spinedb_unmap_pages(spine_store_db(sp->store));     /* up to RESEND_MAX pages read */
     send_commands(sp, cmds, n);
     for (size_t i = 0; i < n; i++)
         tg_command_free(&cmds[i]);
