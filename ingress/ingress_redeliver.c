@@ -28,6 +28,7 @@
 #include <jansson.h>
 
 #define COMPACT_MIN_DEAD 4096   /* dead entries before a compaction is considered */
+#define SHRINK_MIN_CAP 4096     /* arrays this big shrink by half when a quarter is used */
 #define PARK_FIELD_MAX 256      /* longest body field copied into the park event */
 #define PROGRESS_FILE_MAX 64
 
@@ -80,20 +81,29 @@ size_t ingress_redeliver_count(const struct ingress_redeliver *r)
     return r->live;
 }
 
+size_t ingress_redeliver_bytes(const struct ingress_redeliver *r)
+{
+    return r->cap * sizeof *r->ents + r->qcap * sizeof *r->q;
+}
+
 /* ---- due FIFO ---- */
+
+/* Move the ring's items to a new array of ncap (>= qlen) slots, in order. */
+static void q_resize(struct ingress_redeliver *r, size_t ncap)
+{
+    struct due_item *nq = xmalloc(ncap * sizeof *nq);
+    for (size_t i = 0; i < r->qlen; i++)
+        nq[i] = r->q[(r->qhead + i) % r->qcap];
+    free(r->q);
+    r->q = nq;
+    r->qcap = ncap;
+    r->qhead = 0;
+}
 
 static void q_push(struct ingress_redeliver *r, uint64_t jseq, uint64_t due_ms, uint32_t gen)
 {
-    if (r->qlen == r->qcap) {
-        size_t ncap = r->qcap ? 2 * r->qcap : 1024;
-        struct due_item *nq = xmalloc(ncap * sizeof *nq);
-        for (size_t i = 0; i < r->qlen; i++)
-            nq[i] = r->q[(r->qhead + i) % r->qcap];
-        free(r->q);
-        r->q = nq;
-        r->qcap = ncap;
-        r->qhead = 0;
-    }
+    if (r->qlen == r->qcap)
+        q_resize(r, r->qcap ? 2 * r->qcap : 1024);
     r->q[(r->qhead + r->qlen) % r->qcap] = (struct due_item){jseq, due_ms, gen};
     r->qlen++;
 }
@@ -104,6 +114,9 @@ static void q_pop(struct ingress_redeliver *r)
     r->qlen--;
     if (r->qlen == 0)
         r->qhead = 0;
+    /* A backlog's worth of memory goes back once it drains. */
+    if (r->qcap >= SHRINK_MIN_CAP && r->qlen < r->qcap / 4)
+        q_resize(r, r->qcap / 2);
 }
 
 /* ---- entries ---- */
@@ -133,23 +146,34 @@ static struct ent *ent_live(const struct ingress_redeliver *r, uint64_t jseq)
 }
 
 /* Drop dead entries from the front; squeeze out dead ones in the middle
- * when they outnumber the live ones. */
+ * when they outnumber the live ones; halve the array when a quarter of it
+ * is in use. */
 static void ents_tidy(struct ingress_redeliver *r)
 {
     while (r->start < r->end && !r->ents[r->start].live)
         r->start++;
     if (r->start == r->end) {
         r->start = r->end = 0;
-        return;
+    } else {
+        size_t dead = r->end - r->start - r->live;
+        if (dead >= COMPACT_MIN_DEAD && dead > r->live) {
+            size_t w = 0;
+            for (size_t i = r->start; i < r->end; i++)
+                if (r->ents[i].live)
+                    r->ents[w++] = r->ents[i];
+            r->start = 0;
+            r->end = w;
+        }
     }
-    size_t dead = r->end - r->start - r->live;
-    if (dead >= COMPACT_MIN_DEAD && dead > r->live) {
-        size_t w = 0;
-        for (size_t i = r->start; i < r->end; i++)
-            if (r->ents[i].live)
-                r->ents[w++] = r->ents[i];
+    size_t used = r->end - r->start, ncap = r->cap;
+    while (ncap >= SHRINK_MIN_CAP && used < ncap / 4)
+        ncap /= 2;
+    if (ncap < r->cap) {
+        memmove(r->ents, r->ents + r->start, used * sizeof *r->ents);
         r->start = 0;
-        r->end = w;
+        r->end = used;
+        r->cap = ncap;
+        r->ents = xrealloc(r->ents, ncap * sizeof *r->ents);
     }
 }
 

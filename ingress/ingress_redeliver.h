@@ -69,6 +69,10 @@ int ingress_redeliver_add(struct ingress_redeliver *r, const struct ingress_rede
 /* Number of tracked (unacknowledged) records. */
 size_t ingress_redeliver_count(const struct ingress_redeliver *r);
 
+/* Bytes its arrays hold (~72 per tracked record; they grow with a backlog
+ * and shrink by half whenever a quarter of them is in use). */
+size_t ingress_redeliver_bytes(const struct ingress_redeliver *r);
+
 /* Copy the entry of jseq into *out; false when it is not tracked. */
 bool ingress_redeliver_find(const struct ingress_redeliver *r, uint64_t jseq,
                             struct ingress_redeliver_entry *out);
