@@ -138,6 +138,20 @@ static void expect_error(const char *text, const char *needle)
     config_free(&c);
 }
 
+/* With var=value in the environment (and no file), config_load refuses,
+ * with an error containing needle. */
+static void expect_env_error(const char *var, const char *value, const char *needle)
+{
+    struct tg_config c;
+    char err[ERR_LEN] = "";
+    setenv(var, value, 1);
+    assert_int_equal(config_load(&c, NULL, err), -1);
+    if (!strstr(err, needle))
+        fail_msg("error '%s' does not name '%s'", err, needle);
+    config_free(&c);
+    unsetenv(var);
+}
+
 static void test_errors_name_the_key(void **state)
 {
     expect_error("bogus_key = 1\n", "bogus_key");
@@ -151,14 +165,10 @@ static void test_errors_name_the_key(void **state)
     expect_error("telnyx_api_url = ftp://x\n", "telnyx_api_url");
     expect_error("log_level = loud\n", "log_level");
 
+    expect_env_error("TEL_MAX_BODY_BYTES", "lots", "TEL_MAX_BODY_BYTES");
+
     struct tg_config c;
     char err[ERR_LEN] = "";
-    setenv("TEL_MAX_BODY_BYTES", "lots", 1);
-    assert_int_equal(config_load(&c, NULL, err), -1);
-    assert_non_null(strstr(err, "TEL_MAX_BODY_BYTES"));
-    config_free(&c);
-    unsetenv("TEL_MAX_BODY_BYTES");
-
     assert_int_equal(config_load(&c, "/nonexistent/x.conf", err), -1);
     assert_non_null(strstr(err, "/nonexistent/x.conf"));
     config_free(&c);
@@ -254,14 +264,8 @@ static void test_http_listen_values(void **state)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         expect_bad_value("http_listen", bad[i]);
 
-    struct tg_config c;
-    char err[ERR_LEN] = "";
-    setenv("TEL_HTTP_LISTEN", "127.0.0.1:99999", 1);
-    assert_int_equal(config_load(&c, NULL, err), -1);
-    assert_non_null(strstr(err, "TEL_HTTP_LISTEN"));
-    assert_non_null(strstr(err, "http_listen"));
-    config_free(&c);
-    unsetenv("TEL_HTTP_LISTEN");
+    expect_env_error("TEL_HTTP_LISTEN", "127.0.0.1:99999", "TEL_HTTP_LISTEN");
+    expect_env_error("TEL_HTTP_LISTEN", "127.0.0.1:99999", "http_listen");
 }
 
 static void test_endpoint_values(void **state)
@@ -344,12 +348,7 @@ static void test_data_dir_too_long_for_sockets(void **state)
     expect_ok(ok);
 
     /* The same check for a data_dir from the environment. */
-    char err[ERR_LEN] = "";
-    setenv("TEL_DATA_DIR", dir, 1);
-    assert_int_equal(config_load(&c, NULL, err), -1);
-    assert_non_null(strstr(err, "data_dir"));
-    config_free(&c);
-    unsetenv("TEL_DATA_DIR");
+    expect_env_error("TEL_DATA_DIR", dir, "data_dir");
 }
 
 static void test_announce_text_values(void **state)
@@ -388,14 +387,9 @@ static void test_announce_text_values(void **state)
     free(text);
 
     /* From the environment: the error names the variable and shows the byte. */
-    char err[ERR_LEN] = "";
-    setenv("TEL_ANNOUNCE_TEXT", "caf\xe9", 1);
-    assert_int_equal(config_load(&c, NULL, err), -1);
-    assert_non_null(strstr(err, "TEL_ANNOUNCE_TEXT"));
-    assert_non_null(strstr(err, "announce_text"));
-    assert_non_null(strstr(err, "caf\\xe9"));
-    config_free(&c);
-    unsetenv("TEL_ANNOUNCE_TEXT");
+    expect_env_error("TEL_ANNOUNCE_TEXT", "caf\xe9", "TEL_ANNOUNCE_TEXT");
+    expect_env_error("TEL_ANNOUNCE_TEXT", "caf\xe9", "announce_text");
+    expect_env_error("TEL_ANNOUNCE_TEXT", "caf\xe9", "caf\\xe9");
 }
 
 static void test_announce_voice_and_language(void **state)
@@ -414,13 +408,7 @@ static void test_announce_voice_and_language(void **state)
     expect_error("announce_voice = male\nannounce_language = en-GB\n", "announce_language");
     expect_error("announce_language = de-DE\n", "announce_voice = female");
 
-    struct tg_config c;
-    char err[ERR_LEN] = "";
-    setenv("TEL_ANNOUNCE_LANGUAGE", "fr-FR", 1);
-    assert_int_equal(config_load(&c, NULL, err), -1);
-    assert_non_null(strstr(err, "announce_language"));
-    config_free(&c);
-    unsetenv("TEL_ANNOUNCE_LANGUAGE");
+    expect_env_error("TEL_ANNOUNCE_LANGUAGE", "fr-FR", "announce_language");
 }
 
 static void test_namespace_values(void **state)

@@ -1171,6 +1171,16 @@ static void test_registry_result_refused(void **state)
 
 /* The head record wrong while every event is intact: the head is blamed,
  * not an event. */
+/* Store head as the head record of f's database, behind the spine's back. */
+static void tamper_head(struct fixture *f, const struct spinedb_head *head)
+{
+    struct spinedb *db;
+    char err[ERR_LEN];
+    MDB_txn *txn = tamper_begin(f->tmp->dir, &db);
+    assert_int_equal(spinedb_head_put(db, txn, head, err), 0);
+    tamper_commit(&db, txn);
+}
+
 static void test_head_record_wrong(void **state)
 {
     struct fixture *f = *state;
@@ -1188,16 +1198,12 @@ static void test_head_record_wrong(void **state)
 
     head = saved;
     head.seq = 2;
-    txn = tamper_begin(f->tmp->dir, &db);
-    assert_int_equal(spinedb_head_put(db, txn, &head, err), 0);
-    tamper_commit(&db, txn);
+    tamper_head(f, &head);
     assert_verify_fails(f, SPINEDB_VERIFY_HEAD, 0, "head record says the log ends at seq 2, but it ends at seq 4");
 
     head = saved;
     head.hash[0] ^= 1;
-    txn = tamper_begin(f->tmp->dir, &db);
-    assert_int_equal(spinedb_head_put(db, txn, &head, err), 0);
-    tamper_commit(&db, txn);
+    tamper_head(f, &head);
     assert_verify_fails(f, SPINEDB_VERIFY_HEAD, 0, "head record's hash");
 
     MDB_val v = {3, "abc"};
@@ -1209,9 +1215,7 @@ static void test_head_record_wrong(void **state)
     /* A head beyond the last event: events are missing, a chain failure. */
     head = saved;
     head.seq = 6;
-    txn = tamper_begin(f->tmp->dir, &db);
-    assert_int_equal(spinedb_head_put(db, txn, &head, err), 0);
-    tamper_commit(&db, txn);
+    tamper_head(f, &head);
     assert_verify_fails(f, SPINEDB_VERIFY_CHAIN, 5, "events missing");
     reopen(f);
 }
