@@ -12,8 +12,6 @@ import shutil
 import subprocess
 import time
 
-import pytest
-
 from helpers import (JOURNAL_HDR as HDR, MAIN_NUMBER, announce_done, binary, journal_records, of_call,
                      types, wait_until)
 
@@ -161,6 +159,15 @@ def test_replay_into_shows_what_a_new_certificate_would_decide(make_gate):
         assert "tel.call_verified" not in types(of_call(now, c["call_control_id"]))
 
 
+def write_torn(path, recs, data):
+    """Write a torn dump file at path: every whole record of data (recs as
+    journal_records gives them), then half of a copy of the first one."""
+    with open(path, "wb") as f:
+        f.write(data[:recs[-1][0] + recs[-1][1]])
+        f.write(data[:recs[0][1] // 2])
+    return path
+
+
 def test_torn_and_corrupt_files(gate):
     g = gate
     place_rejected_calls(g, 2)
@@ -170,11 +177,7 @@ def test_torn_and_corrupt_files(gate):
     assert len(recs) >= 4, recs
     work = os.path.join(g.root, "damaged")
     os.mkdir(work)
-    # torn: every record, then half of a copy of the first one
-    torn = os.path.join(work, "0000000000000001.dump")
-    with open(torn, "wb") as f:
-        f.write(data[:recs[-1][0] + recs[-1][1]])
-        f.write(data[:recs[0][1] // 2])
+    torn = write_torn(os.path.join(work, "0000000000000001.dump"), recs, data)
     # corrupt: the first two records good, a flipped byte in the third's payload
     corrupt = os.path.join(work, "0000000000000002.dump")
     buf = bytearray(data)
@@ -224,10 +227,7 @@ def test_damaged_file_fails_but_a_torn_last_file_does_not(gate):
     with open(text, "w") as f:
         f.write("root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n")
     # a crash cut the last record of the newest file short: a warning only
-    torn = os.path.join(work, "0000000000000001.dump")
-    with open(torn, "wb") as f:
-        f.write(data[:recs[-1][0] + recs[-1][1]])
-        f.write(data[:recs[0][1] // 2])
+    torn = write_torn(os.path.join(work, "0000000000000001.dump"), recs, data)
 
     r = g.telctl("replay", text, timeout=60)
     assert r.returncode == 1, r.stdout + r.stderr
