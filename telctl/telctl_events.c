@@ -107,21 +107,35 @@ static void print_readable(FILE *f, const msgpack_object *m)
     fputc('\n', f);
 }
 
-/* Print one event from raw msgpack bytes (canonical when hash is non-NULL,
- * else the published form).  0 or -1 with err. */
-static int print_event(const uint8_t *buf, size_t len, const uint8_t *hash, bool json, char *err)
+/* Print one published event map (the live stream's form: every field,
+ * hash included) as one JSON line or one readable line. */
+static void print_published(const msgpack_object *m, bool json)
+{
+    if (!json) {
+        print_readable(stdout, m);
+        return;
+    }
+    char *s = NULL;
+    size_t len = 0, cap = 0;
+    mp_to_json(m, &s, &len, &cap);
+    puts(s);
+    free(s);
+}
+
+/* Print one stored event from its canonical msgpack bytes and its hash.
+ * 0 or -1 with err. */
+static int print_event(const uint8_t *canon, size_t len, const uint8_t *hash, bool json, char *err)
 {
     if (json) {
         char *s;
-        int rc = hash ? event_to_json(buf, len, hash, &s, err) : event_full_to_json(buf, len, &s, err);
-        if (rc != 0)
+        if (event_to_json(canon, len, hash, &s, err) != 0)
             return -1;
         puts(s);
         free(s);
         return 0;
     }
     msgpack_unpacked up;
-    if (mp_unpack_exact(buf, len, &up, err) != 0)
+    if (mp_unpack_exact(canon, len, &up, err) != 0)
         return -1;
     if (up.data.type != MSGPACK_OBJECT_MAP) {
         msgpack_unpacked_destroy(&up);
@@ -313,7 +327,6 @@ static void tail_event(struct tail *t, zmq_msg_t *type, zmq_msg_t *body)
     }
     bool chained = mp_get_u64(&up.data, "seq", &seq, err) == 0 && map_hash(&up.data, "hash", hash) == 0 &&
                    map_hash(&up.data, "prev_hash", prev) == 0;
-    msgpack_unpacked_destroy(&up);
     if (chained && t->have_last && seq > t->last_seq + 1) {
         uint64_t to = seq - 1, next = tail_fill(t, to, prev, err);
         fflush(stdout);
@@ -326,9 +339,9 @@ static void tail_event(struct tail *t, zmq_msg_t *type, zmq_msg_t *body)
         t->last_seq = seq;
         memcpy(t->last_hash, hash, EVENT_HASH_BYTES);
     }
-    if (type_wanted(t, zmq_msg_data(type), zmq_msg_size(type)) &&
-        print_event(buf, len, NULL, t->json, err) != 0)
-        fprintf(stderr, "telctl tail: skipped an unreadable event: %s\n", err);
+    if (type_wanted(t, zmq_msg_data(type), zmq_msg_size(type)))
+        print_published(&up.data, t->json);
+    msgpack_unpacked_destroy(&up);
 }
 
 /* Receive one frame into a message the caller closes; -1 on error. */
