@@ -25,19 +25,27 @@
  * (command_resend_ms) picks them up. */
 #define DEFERRED_MAX 65536
 #define STOP_DRAIN_MS 3000       /* time allowed to drain on SIGTERM */
+/* A committed batch waits at most this long for the next commit to make it
+ * durable (finish_batch) before it is synced on its own. */
+#define HOLD_MS 20
+/* OUTCOMEs alone wait at most this long for a RESULT to share their commit
+ * (take_input). */
+#define OUTCOME_LINGER_MS 20
 
 struct spine {
     struct stage st;
     struct spine_store *store;
     void *pull, *events_pub, *progress_pub, *actuator;
-    struct spine_input *batch;
-    size_t batch_max;
+    struct spine_input *batch;  /* received, not yet committed: [0, n_in) */
+    size_t batch_max, n_in;
+    uint64_t linger_until;      /* OUTCOMEs alone are committed by then */
     struct spine_output out;
     /* A committed batch whose events and acknowledgement wait for the next
      * commit to make it durable (see finish_batch), with the progress report
      * encoded at its commit. */
     struct spine_output held;
     uint64_t held_commit;
+    uint64_t held_until;        /* synced and published by then at the latest */
     msgpack_sbuffer held_progress;
     bool holding;
     bool actuator_blocked;
@@ -50,25 +58,28 @@ struct spine {
     msgpack_sbuffer wire;
 };
 
-/* Receive and decode up to batch_max messages without blocking. */
+/* Receive and decode messages without blocking, appending to the inputs
+ * not yet committed until batch_max.  Returns how many were added. */
 static size_t drain(struct spine *sp)
 {
-    size_t n = 0;
+    size_t added = 0;
     char err[ERR_LEN];
-    while (n < sp->batch_max) {
+    while (sp->n_in < sp->batch_max) {
         zmq_msg_t m;
         enum stage_recv_result r = stage_recv(sp->pull, &m, "spine_endpoint");
         if (r == STAGE_RECV_NONE)
             break;
         if (r == STAGE_RECV_DROPPED)
             continue;
-        if (spine_input_decode(zmq_msg_data(&m), zmq_msg_size(&m), &sp->batch[n], err) != 0)
+        if (spine_input_decode(zmq_msg_data(&m), zmq_msg_size(&m), &sp->batch[sp->n_in], err) != 0) {
             log_error("dropped a malformed message: %s", err);
-        else
-            n++;
+        } else {
+            sp->n_in++;
+            added++;
+        }
         zmq_msg_close(&m);
     }
-    return n;
+    return added;
 }
 
 /*
@@ -204,48 +215,31 @@ static void release_held(struct spine *sp)
     sp->holding = false;
 }
 
-static bool input_waiting(struct spine *sp)
-{
-    int events = 0;
-    size_t len = sizeof events;
-    return zmq_getsockopt(sp->pull, ZMQ_EVENTS, &events, &len) == 0 && (events & ZMQ_POLLIN);
-}
-
 /*
  * After a batch's commit: events and acknowledgements go out only once the
- * commit is durable.  When more input is already waiting, the batch is held
- * instead of synced: the next commit's data sync makes it durable for free
- * (spine_store_durable), so under load a commit costs one sync, not two.
- * When nothing waits, the batch is synced and published at once.
+ * commit is durable.  The batch is held, not synced: the next commit's data
+ * sync makes it durable for free (spine_store_durable), so a commit costs
+ * one sync, not two, as long as the next one comes within HOLD_MS; after
+ * that the held batch is synced and published on its own (main loop).
  */
 static void finish_batch(struct spine *sp)
 {
-    char err[ERR_LEN];
     release_held(sp);           /* durable now if this commit wrote anything */
-    if (input_waiting(sp)) {
-        struct spine_output t = sp->held;
-        sp->held = sp->out;
-        sp->out = t;
-        sp->held_commit = spine_store_last_commit(sp->store);
-        progress_encode(sp, &sp->held, &sp->held_progress);
-        sp->holding = true;
-    } else if (spine_store_sync(sp->store, err) == 0) {
-        publish_events(sp, &sp->out);
-        publish_progress(sp, &sp->out);
-    } else {
-        log_error("%s: batch not published nor acknowledged (the ingress re-publishes it)", err);
-    }
+    struct spine_output t = sp->held;
+    sp->held = sp->out;
+    sp->out = t;
+    sp->held_commit = spine_store_last_commit(sp->store);
+    sp->held_until = tg_mono_ms() + HOLD_MS;
+    progress_encode(sp, &sp->held, &sp->held_progress);
+    sp->holding = true;
 }
 
-/* Receive, commit, publish one batch.  Returns the number of messages. */
-static size_t process_batch(struct spine *sp)
+/* Commit the inputs received so far, forward their commands, hold their
+ * events until durable. */
+static void commit_batch(struct spine *sp)
 {
     char err[ERR_LEN];
-    size_t n = drain(sp);
-    if (n == 0) {
-        release_held(sp);
-        return 0;
-    }
+    size_t n = sp->n_in;
     sp->batches++;
     sp->db_work++;
     sp->messages += n;
@@ -259,8 +253,31 @@ static size_t process_batch(struct spine *sp)
     finish_batch(sp);
     for (size_t i = 0; i < n; i++)
         spine_input_free(&sp->batch[i]);
+    sp->n_in = 0;
     spine_output_reset(&sp->out);
-    return n;
+}
+
+/*
+ * Receive what is waiting and commit it, unless it is only OUTCOMEs: those
+ * wait up to OUTCOME_LINGER_MS to share the commit (and its data sync) of
+ * the next RESULT.  Nobody waits on an outcome's commit: the command went
+ * out long before, and if the spine dies first the outbox still holds the
+ * command, so it is re-sent and the actuator repeats its outcome.  flush:
+ * commit whatever was received.  Returns the number of messages received.
+ */
+static size_t take_input(struct spine *sp, bool flush)
+{
+    size_t before = sp->n_in, added = drain(sp);
+    if (sp->n_in == 0) {
+        release_held(sp);
+        return 0;
+    }
+    if (before == 0)
+        sp->linger_until = tg_mono_ms() + OUTCOME_LINGER_MS;
+    if (flush || !spine_inputs_may_wait(sp->batch, sp->n_in, sp->batch_max,
+                                        tg_mono_ms() >= sp->linger_until))
+        commit_batch(sp);
+    return added;
 }
 
 /* Counters for `telctl status`. */
@@ -339,14 +356,20 @@ int main(int argc, char **argv)
             {.socket = sp.pull, .events = ZMQ_POLLIN},
             {.socket = sp.actuator, .events = ZMQ_POLLOUT},     /* only while commands wait */
         };
-        /* A held batch is published as soon as no more input comes. */
-        int rc = stage_poll(&sp.st, items, sp.d_len ? 2 : 1, sp.holding ? 0 : (long)(next_tick - now));
+        uint64_t wake = next_tick;
+        if (sp.holding && sp.held_until < wake)
+            wake = sp.held_until;
+        if (sp.n_in && sp.linger_until < wake)
+            wake = sp.linger_until;
+        int rc = stage_poll(&sp.st, items, sp.d_len ? 2 : 1, wake > now ? (long)(wake - now) : 0);
         if (rc < 0)
             log_fatal("poll: %s", zmq_strerror(errno));
-        if (rc == 0)
-            release_held(&sp);
         if (rc > 0 && (items[0].revents & ZMQ_POLLIN))
-            process_batch(&sp);
+            take_input(&sp, false);
+        if (sp.n_in && tg_mono_ms() >= sp.linger_until)
+            commit_batch(&sp);
+        if (sp.holding && tg_mono_ms() >= sp.held_until)
+            release_held(&sp);
         if (sp.d_len && (items[1].revents & ZMQ_POLLOUT))
             deferred_flush(&sp);
         /* Often under load: each commit maps megabytes of moved tree pages. */
@@ -359,7 +382,7 @@ int main(int argc, char **argv)
 
     /* Finish what is already received, within the shutdown budget. */
     uint64_t deadline = tg_mono_ms() + STOP_DRAIN_MS;
-    while (tg_mono_ms() < deadline && process_batch(&sp) > 0)
+    while (tg_mono_ms() < deadline && take_input(&sp, true) > 0)
         ;
     release_held(&sp);
     publish_progress(&sp, NULL);

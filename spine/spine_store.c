@@ -91,6 +91,16 @@ const char *spine_input_name(int type)
     }
 }
 
+bool spine_inputs_may_wait(const struct spine_input *in, size_t n, size_t max, bool expired)
+{
+    if (expired || n >= max)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (in[i].type != MSG_OUTCOME)
+            return false;
+    return true;
+}
+
 static int key_check(const char *what, const char *key, char *err)
 {
     size_t n = key ? strlen(key) : 0;

@@ -41,6 +41,13 @@ int spine_input_decode(const void *buf, size_t len, struct spine_input *in, char
 void spine_input_free(struct spine_input *in);
 /* Name of a message type for logs ("RESULT", ...). */
 const char *spine_input_name(int type);
+/*
+ * May the n inputs received so far (max fit in a batch) wait for more
+ * before they are committed?  Only while all are OUTCOMEs (nobody waits on
+ * an outcome's commit; protocol.md 6.1), the batch is not full and their
+ * time to wait has not run out (expired).
+ */
+bool spine_inputs_may_wait(const struct spine_input *in, size_t n, size_t max, bool expired);
 
 /* An event committed by spine_store_apply, to publish.  Owns type and canon. */
 struct spine_committed {

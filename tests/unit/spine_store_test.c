@@ -1181,6 +1181,29 @@ static void tamper_head(struct fixture *f, const struct spinedb_head *head)
     tamper_commit(&db, txn);
 }
 
+/* Only OUTCOMEs may wait for a later commit, and only while the batch has
+ * room and their time has not run out. */
+static void test_inputs_may_wait(void **state)
+{
+    (void)state;
+    struct spine_input in[4] = {
+        {.type = MSG_OUTCOME}, {.type = MSG_OUTCOME}, {.type = MSG_RESULT}, {.type = MSG_OUTCOME},
+    };
+    assert_false(spine_inputs_may_wait(in, 0, 4, true));
+    assert_true(spine_inputs_may_wait(in, 1, 4, false));
+    assert_true(spine_inputs_may_wait(in, 2, 4, false));
+    assert_false(spine_inputs_may_wait(in, 2, 4, true));       /* waited long enough */
+    assert_false(spine_inputs_may_wait(in, 2, 2, false));      /* the batch is full */
+    assert_false(spine_inputs_may_wait(in, 3, 4, false));      /* a RESULT: commit now */
+    assert_false(spine_inputs_may_wait(in + 2, 2, 4, false));
+    const int urgent[] = {MSG_RESULT, MSG_APPEND, MSG_SETTLED};
+    for (size_t i = 0; i < sizeof urgent / sizeof urgent[0]; i++) {
+        struct spine_input one[2] = {{.type = MSG_OUTCOME}, {.type = urgent[i]}};
+        assert_false(spine_inputs_may_wait(one, 2, 8, false));
+        assert_false(spine_inputs_may_wait(one + 1, 1, 8, false));
+    }
+}
+
 static void test_head_record_wrong(void **state)
 {
     struct fixture *f = *state;
@@ -1254,6 +1277,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_registry_phone_removed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_registry_result_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_head_record_wrong, setup, teardown),
+        cmocka_unit_test(test_inputs_may_wait),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
