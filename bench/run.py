@@ -71,6 +71,17 @@ class Proc:
             return None
         return None
 
+    def io(self, key):
+        """A counter of /proc/<pid>/io (e.g. wchar: bytes passed to write calls), or None."""
+        try:
+            with open("/proc/%d/io" % self.p.pid) as f:
+                for line in f:
+                    if line.startswith(key + ":"):
+                        return int(line.split()[1])
+        except OSError:
+            return None
+        return None
+
     def cpu_s(self):
         """User + system CPU seconds used so far, or None."""
         try:
@@ -113,6 +124,20 @@ def write_conf(path, conf):
         f.write("# written by bench/run.py\n")
         for k, v in conf.items():
             f.write("%s = %s\n" % (k, v))
+
+
+def device_written(path):
+    """Bytes written so far to the block device holding path (/proc/diskstats), or None."""
+    dev = os.stat(path).st_dev
+    try:
+        with open("/proc/diskstats") as f:
+            for line in f:
+                p = line.split()
+                if int(p[0]) == os.major(dev) and int(p[1]) == os.minor(dev):
+                    return int(p[9]) * 512
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def disk_usage(paths):
@@ -236,6 +261,8 @@ class Bench:
                 raise RuntimeError("%s exited early:\n%s" % (name, pr.tail()))
         disk_paths = [os.path.join(data, "journal"), os.path.join(data, "spine")]
         disk0 = disk_usage(disk_paths)
+        dev0 = device_written(data)
+        wchar0 = {name: stages[name].io("wchar") for name in ("ingress", "spine")}
         sink = ["--sink-port", sink_port, "--sink-wait", 20]
         out = {}
         out["keepalive"] = self.loadgen("pipeline, keep-alive", http_port, seed,
@@ -262,10 +289,15 @@ class Bench:
                          "cpu_s": pr.cpu_s(),
                          "file_kb": pr.vm("RssFile"), "threads": pr.vm("Threads"), "alive": pr.alive()}
         jd = disk_usage([os.path.join(data, "journal")])
+        dev1 = device_written(data)
+        for name in ("ingress", "spine"):
+            w0, w1 = wchar0[name], stages[name].io("wchar")
+            rss[name]["written_bytes"] = w1 - w0 if w0 is not None and w1 is not None else None
         self.stop_all()
         out["footprint"] = {"rss": rss, "accepted": accepted,
                             "disk_alloc_bytes": disk1[0] - disk0[0], "disk_size_bytes": disk1[1] - disk0[1],
-                            "journal_size_bytes": jd[1]}
+                            "journal_size_bytes": jd[1],
+                            "device_written_bytes": dev1 - dev0 if dev0 is not None and dev1 is not None else None}
         self.raw["pipeline"] = out
 
         ka, nc = out["keepalive"], out["newconn"]
@@ -323,6 +355,14 @@ class Bench:
                     round(fp["disk_size_bytes"] / n), "B", ka["body_bytes"], None, None, None)
         self.figure("5 footprint", "journal bytes per webhook", round(fp["journal_size_bytes"] / n), "B",
                     ka["body_bytes"], None, None, None)
+        for name in ("ingress", "spine"):
+            w = fp["rss"][name].get("written_bytes")
+            if w is not None:
+                self.figure("5 footprint", "bytes written per webhook, %s (write calls)" % name,
+                            round(w / n), "B", ka["body_bytes"], None, None, None)
+        if fp["device_written_bytes"] is not None:
+            self.figure("5 footprint", "bytes written to the disk device per webhook (whole machine)",
+                        round(fp["device_written_bytes"] / n), "B", ka["body_bytes"], None, None, None)
 
     # --- 3: spine -----------------------------------------------------------
 
