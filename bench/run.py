@@ -60,10 +60,10 @@ class Proc:
     def alive(self):
         return self.p.poll() is None
 
-    def vm(self, key):
-        """VmHWM / VmRSS in kB from /proc, or None."""
+    def proc_field(self, name, key):
+        """The number after "key:" in /proc/<pid>/<name>, or None."""
         try:
-            with open("/proc/%d/status" % self.p.pid) as f:
+            with open("/proc/%d/%s" % (self.p.pid, name)) as f:
                 for line in f:
                     if line.startswith(key + ":"):
                         return int(line.split()[1])
@@ -71,16 +71,13 @@ class Proc:
             return None
         return None
 
+    def vm(self, key):
+        """VmHWM / VmRSS in kB from /proc, or None."""
+        return self.proc_field("status", key)
+
     def io(self, key):
         """A counter of /proc/<pid>/io (e.g. wchar: bytes passed to write calls), or None."""
-        try:
-            with open("/proc/%d/io" % self.p.pid) as f:
-                for line in f:
-                    if line.startswith(key + ":"):
-                        return int(line.split()[1])
-        except OSError:
-            return None
-        return None
+        return self.proc_field("io", key)
 
     def cpu_s(self):
         """User + system CPU seconds used so far, or None."""
