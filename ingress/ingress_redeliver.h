@@ -52,7 +52,9 @@ struct ingress_redeliver;
  * and compacted away; look-ups by binary search.  Due times sit in a FIFO
  * that is ordered by time because every re-arm uses now + after_ms, so the
  * due check only looks at its head.  Every operation is O(log n) or
- * amortised O(1); about 70 bytes per tracked record.
+ * amortised O(1); 72-96 bytes per tracked record: an entry and a due-time
+ * item, and a second item until the one of its addition, made stale by its
+ * publication, reaches the FIFO's head.
  */
 struct ingress_redeliver *ingress_redeliver_new(uint64_t after_ms, uint32_t max_attempts);
 /* Free and NULL *r (no-op on NULL). */
@@ -69,7 +71,7 @@ int ingress_redeliver_add(struct ingress_redeliver *r, const struct ingress_rede
 /* Number of tracked (unacknowledged) records. */
 size_t ingress_redeliver_count(const struct ingress_redeliver *r);
 
-/* Bytes its arrays hold (~72 per tracked record; they grow with a backlog
+/* Bytes its arrays hold (72-96 per tracked record; they grow with a backlog
  * and shrink by half whenever a quarter of them is in use). */
 size_t ingress_redeliver_bytes(const struct ingress_redeliver *r);
 
