@@ -27,8 +27,9 @@
  * INGRESS_JOURNAL_MAX_QUEUE are (at most one batch, of at most that many
  * records, is ever unsynced).
  *
- * Between batches, and at least every WRITER_TICK_MS, the writer runs the
- * recovery side (redeliver_tick): it drains the spine's PROGRESS reports
+ * Between batches, and at least every WRITER_TICK_MS (WRITER_BACKLOG_TICK_MS
+ * while webhooks wait for a verifier), the writer publishes what waits and
+ * runs the recovery side (redeliver_tick): it drains the spine's PROGRESS reports
  * from its SUB socket into the tracker, re-publishes or parks what is due,
  * saves the low mark and prunes processed dump files.  Everything touching
  * the tracker and the three sockets happens in this one thread.
@@ -62,6 +63,7 @@
 #include <zmq.h>
 
 #define WRITER_TICK_MS 100          /* wake-up period between batches */
+#define WRITER_BACKLOG_TICK_MS 5    /* ... while webhooks wait for a verifier */
 #define WRITER_SLICE_NS 100000      /* the writer's scheduler slice (stage_thread_short_slice) */
 #define PREFILL_BYTES (256 * 1024)  /* zeros written ahead at a time ... */
 #define PREFILL_LOW (128 * 1024)    /* ... when fewer than this are left */
@@ -750,9 +752,12 @@ static void *writer_main(void *arg)
                 pthread_cond_wait(&j->work, &j->mu);
                 continue;
             }
+            /* What waits for a verifier goes out as soon as one has room,
+             * not a whole tick later. */
+            long tick_ms = j->p_count || j->u_len ? WRITER_BACKLOG_TICK_MS : WRITER_TICK_MS;
             struct timespec ts;
             clock_gettime(CLOCK_MONOTONIC, &ts);
-            ts.tv_nsec += WRITER_TICK_MS * 1000000L;
+            ts.tv_nsec += tick_ms * 1000000L;
             if (ts.tv_nsec >= 1000000000L) {
                 ts.tv_sec++;
                 ts.tv_nsec -= 1000000000L;
