@@ -243,11 +243,23 @@ static int publish_record(struct ingress_journal *j, const struct ingress_redeli
     return 0;
 }
 
-/* Publish from the ring while the socket takes messages. */
+/* Can the PUSH socket take a message now (a verifier has room)? */
+static bool push_writable(struct ingress_journal *j)
+{
+    int events = 0;
+    size_t len = sizeof events;
+    return zmq_getsockopt(j->push, ZMQ_EVENTS, &events, &len) == 0 && (events & ZMQ_POLLOUT);
+}
+
+/* Publish from the ring while the socket takes messages.  The writer tries
+ * every WRITER_BACKLOG_TICK_MS, also while no verifier runs at all: no
+ * record is read back unless the socket has room for one. */
 static void unsent_flush(struct ingress_journal *j)
 {
     char err[ERR_LEN];
-    while (j->push && j->u_len) {
+    if (!j->push || !j->u_len || !push_writable(j))
+        return;
+    while (j->u_len) {
         uint64_t jseq = j->unsent[j->u_head];
         struct ingress_redeliver_entry e;
         struct journal_record rec;
