@@ -2,6 +2,7 @@
  * jscan.c - strict single-pass JSON scanner (see jscan.h).
  */
 #include "jscan.h"
+#include "log.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -380,4 +381,23 @@ int jscan_get(const struct jscan *p, int obj, const char *key)
         if (key_eq(p, &p->t[k], key, klen))
             found = (int)p->t[k].next;
     return found;
+}
+
+void jscan_get_keys(const struct jscan *p, int obj, const char *const keys[], size_t n, int out[])
+{
+    size_t klen[JSCAN_KEYS_MAX];
+    if (n > JSCAN_KEYS_MAX)
+        log_panic("jscan_get_keys: %zu keys, at most %d", n, JSCAN_KEYS_MAX);
+    for (size_t i = 0; i < n; i++) {
+        out[i] = -1;
+        klen[i] = strlen(keys[i]);
+    }
+    if (!jscan_is(p, obj, JSCAN_OBJECT))
+        return;
+    for (int k = jscan_first(p, obj); k >= 0; k = jscan_next(p, obj, k))
+        for (size_t i = 0; i < n; i++)
+            if (key_eq(p, &p->t[k], keys[i], klen[i])) {
+                out[i] = (int)p->t[k].next;     /* a later repeat overwrites: the last wins */
+                break;
+            }
 }

@@ -49,6 +49,11 @@ void jscan_free(struct jscan *p);
  * Keys with escapes are compared decoded. */
 int jscan_get(const struct jscan *p, int obj, const char *key);
 
+/* jscan_get for n distinct keys in one pass over obj's members: out[i] is
+ * the token of keys[i]'s value, or -1.  At most JSCAN_KEYS_MAX keys. */
+#define JSCAN_KEYS_MAX 32
+void jscan_get_keys(const struct jscan *p, int obj, const char *const keys[], size_t n, int out[]);
+
 /* Decoded copy of string token tok (caller frees): well-formed UTF-8 without
  * NUL.  NULL when tok < 0 or is not a string. */
 char *jscan_strdup(const struct jscan *p, int tok);

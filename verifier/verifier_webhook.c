@@ -13,10 +13,9 @@
 
 #define WEBHOOK_MAX_FIELD 4096
 
-/* Owned copy of obj[key] when it is a non-empty string of sane length. */
-static char *opt_str(const struct jscan *js, int obj, const char *key)
+/* Owned copy of token v when it is a non-empty string of sane length. */
+static char *str_at(const struct jscan *js, int v)
 {
-    int v = jscan_get(js, obj, key);
     if (!jscan_is(js, v, JSCAN_STRING) || js->t[v].end == js->t[v].start ||
         js->t[v].end - js->t[v].start > WEBHOOK_MAX_FIELD)
         return NULL;
@@ -27,6 +26,28 @@ static char *opt_str(const struct jscan *js, int obj, const char *key)
     }
     return s;
 }
+
+/* Owned copy of obj[key] when it is a non-empty string of sane length. */
+static char *opt_str(const struct jscan *js, int obj, const char *key)
+{
+    return str_at(js, jscan_get(js, obj, key));
+}
+
+/* The payload fields the flow reads, looked up in one pass. */
+enum payload_field {
+    PF_CALL_CONTROL_ID, PF_CALL_LEG_ID, PF_CALL_SESSION_ID, PF_CLIENT_STATE, PF_DIRECTION,
+    PF_FROM, PF_TO, PF_STATE, PF_HANGUP_CAUSE, PF_HANGUP_SOURCE, PF_SIP_HANGUP_CAUSE,
+    PF_STATUS, PF_CUSTOM_HEADERS, PF_ATTESTATION, PF_VALIDATED, PF_COUNT
+};
+static const char *const payload_keys[PF_COUNT] = {
+    [PF_CALL_CONTROL_ID] = "call_control_id", [PF_CALL_LEG_ID] = "call_leg_id",
+    [PF_CALL_SESSION_ID] = "call_session_id", [PF_CLIENT_STATE] = "client_state",
+    [PF_DIRECTION] = "direction", [PF_FROM] = "from", [PF_TO] = "to", [PF_STATE] = "state",
+    [PF_HANGUP_CAUSE] = "hangup_cause", [PF_HANGUP_SOURCE] = "hangup_source",
+    [PF_SIP_HANGUP_CAUSE] = "sip_hangup_cause", [PF_STATUS] = "status",
+    [PF_CUSTOM_HEADERS] = "custom_headers", [PF_ATTESTATION] = "shaken_stir_attestation",
+    [PF_VALIDATED] = "shaken_stir_validated",
+};
 
 /*
  * The X-Namespace-Token header's value, or NULL when the call has no such
@@ -96,28 +117,30 @@ int verifier_webhook_parse(const void *body, size_t len, struct verifier_webhook
     }
     out->occurred_at = opt_str(&js, data, "occurred_at");
     if (jscan_is(&js, payload, JSCAN_OBJECT)) {
-        out->call_control_id = opt_str(&js, payload, "call_control_id");
-        out->call_leg_id = opt_str(&js, payload, "call_leg_id");
-        out->call_session_id = opt_str(&js, payload, "call_session_id");
-        out->client_state = opt_str(&js, payload, "client_state");
-        out->direction = opt_str(&js, payload, "direction");
-        out->from = opt_str(&js, payload, "from");
-        out->to = opt_str(&js, payload, "to");
-        out->state = opt_str(&js, payload, "state");
-        out->hangup_cause = opt_str(&js, payload, "hangup_cause");
-        out->hangup_source = opt_str(&js, payload, "hangup_source");
-        out->sip_hangup_cause = opt_str(&js, payload, "sip_hangup_cause");
-        out->status = opt_str(&js, payload, "status");
-        out->namespace_token = find_token(&js, jscan_get(&js, payload, "custom_headers"));
+        int f[PF_COUNT];
+        jscan_get_keys(&js, payload, payload_keys, PF_COUNT, f);
+        out->call_control_id = str_at(&js, f[PF_CALL_CONTROL_ID]);
+        out->call_leg_id = str_at(&js, f[PF_CALL_LEG_ID]);
+        out->call_session_id = str_at(&js, f[PF_CALL_SESSION_ID]);
+        out->client_state = str_at(&js, f[PF_CLIENT_STATE]);
+        out->direction = str_at(&js, f[PF_DIRECTION]);
+        out->from = str_at(&js, f[PF_FROM]);
+        out->to = str_at(&js, f[PF_TO]);
+        out->state = str_at(&js, f[PF_STATE]);
+        out->hangup_cause = str_at(&js, f[PF_HANGUP_CAUSE]);
+        out->hangup_source = str_at(&js, f[PF_HANGUP_SOURCE]);
+        out->sip_hangup_cause = str_at(&js, f[PF_SIP_HANGUP_CAUSE]);
+        out->status = str_at(&js, f[PF_STATUS]);
+        out->namespace_token = find_token(&js, f[PF_CUSTOM_HEADERS]);
 
-        char *att = opt_str(&js, payload, "shaken_stir_attestation");
+        char *att = str_at(&js, f[PF_ATTESTATION]);
         int level;
         if (att && strcmp(att, "none") != 0 && config_attestation_parse(att, &level) == 0) {
             out->attestation = level;
             out->has_attestation = true;
         }
         free(att);
-        int val = jscan_get(&js, payload, "shaken_stir_validated");
+        int val = f[PF_VALIDATED];
         if (jscan_is(&js, val, JSCAN_TRUE))
             out->attestation_validated = WEBHOOK_TRUE;
         else if (jscan_is(&js, val, JSCAN_FALSE))

@@ -194,6 +194,35 @@ static void test_lookup_and_decode(void **state)
     jscan_free(&js);
 }
 
+/* jscan_get_keys finds what jscan_get finds, for each key, in one pass:
+ * the last of repeated members, escaped keys decoded, -1 when absent or
+ * when obj is not an object. */
+static void test_get_keys(void **state)
+{
+    struct jscan js = {0};
+    char err[ERR_LEN];
+    const char *doc = "{\"a\":1,\"dup\":\"first\",\"k\\u0065y\":true,\"dup\":\"last\",\"ab\":[2],\"b\":null}";
+    const char *const keys[] = {"dup", "key", "a", "ab", "missing", "b", "A"};
+    enum { N = sizeof keys / sizeof keys[0] };
+    int got[N];
+    assert_int_equal(jscan_parse(&js, doc, strlen(doc), err), 0);
+    jscan_get_keys(&js, 0, keys, N, got);
+    for (size_t i = 0; i < N; i++)
+        assert_int_equal(got[i], jscan_get(&js, 0, keys[i]));
+    char *s = jscan_strdup(&js, got[0]);
+    assert_string_equal(s, "last");
+    free(s);
+    assert_true(jscan_is(&js, got[1], JSCAN_TRUE));
+    assert_true(jscan_is(&js, got[3], JSCAN_ARRAY));
+    assert_int_equal(got[4], -1);
+    assert_true(jscan_is(&js, got[5], JSCAN_NULL));
+    assert_int_equal(got[6], -1);                       /* keys are case-sensitive */
+    jscan_get_keys(&js, got[3], keys, N, got);          /* an array, not an object */
+    for (size_t i = 0; i < N; i++)
+        assert_int_equal(got[i], -1);
+    jscan_free(&js);
+}
+
 /* Every prefix of a valid document is rejected, never read past its end
  * (also inside a multi-byte character or a surrogate pair escape). */
 static void test_prefixes(void **state)
@@ -221,6 +250,7 @@ int main(void)
         cmocka_unit_test(test_escaped_nul_byte),
         cmocka_unit_test(test_depth_limit),
         cmocka_unit_test(test_lookup_and_decode),
+        cmocka_unit_test(test_get_keys),
         cmocka_unit_test(test_prefixes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
