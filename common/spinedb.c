@@ -9,7 +9,6 @@
 #include "registry.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
@@ -157,8 +156,6 @@ static int map_range(const struct spinedb *db, uintptr_t *lo, uintptr_t *hi)
     return rc;
 }
 
-_Static_assert(SPINEDB_PREFILL_BYTES <= TG_ZEROS_MAX, "one tg_pwrite_zeros call per prefill");
-
 void spinedb_prefill(struct spinedb *db)
 {
     MDB_envinfo info;
@@ -170,15 +167,8 @@ void spinedb_prefill(struct spinedb *db)
         mdb_env_info(db->env, &info) != 0 || mdb_env_stat(db->env, &ms) != 0 || fstat(fd, &st) != 0)
         return;
     uint64_t used = ((uint64_t)info.me_last_pgno + 1) * ms.ms_psize;
-    uint64_t size = (uint64_t)st.st_size;
-    if (size < used || size - used >= SPINEDB_PREFILL_BYTES / 2 || size >= info.me_mapsize)
-        return;
-    size_t n = SPINEDB_PREFILL_BYTES;
-    if (n > info.me_mapsize - size)
-        n = (size_t)(info.me_mapsize - size);
-    ssize_t k = tg_pwrite_zeros(fd, n, size);
-    if (k > 0)
-        (void)sync_file_range(fd, (off_t)size, k, SYNC_FILE_RANGE_WRITE);
+    if ((uint64_t)st.st_size >= used)
+        tg_zeros_ahead(fd, used, (uint64_t)st.st_size, info.me_mapsize);
 }
 
 int spinedb_sync_file(const struct spinedb *db, char *err)

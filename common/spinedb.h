@@ -73,16 +73,13 @@ void spinedb_unmap_pages(struct spinedb *db);
 
 /*
  * Keep zeros written past the end of the data file (the writer, between
- * transactions; no-op for a reader).  A commit whose new pages make the file
- * longer must also commit the new size and blocks to the file system's own
- * journal with its data sync; over zeros already written it syncs data pages
- * only.  LMDB never reads past its last page, and these writes only ever
- * extend the file, so no page LMDB wrote is touched.  Up to
- * SPINEDB_PREFILL_BYTES at a time, when fewer than half of that are left,
- * never past the map size; their write-back starts at once.  A failure
- * (e.g. disk full) only costs speed.
+ * transactions; no-op for a reader): tg_zeros_ahead, never past the map
+ * size.  A commit whose new pages make the file longer must also commit the
+ * new size and blocks to the file system's own journal with its data sync;
+ * over zeros already written it syncs data pages only.  LMDB never reads
+ * past its last page, and these writes only ever extend the file, so no
+ * page LMDB wrote is touched.
  */
-#define SPINEDB_PREFILL_BYTES (256 * 1024)
 void spinedb_prefill(struct spinedb *db);
 
 /*

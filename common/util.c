@@ -270,12 +270,16 @@ int tg_pwrite_all(int fd, const void *buf, size_t n, uint64_t off)
     return 0;
 }
 
-ssize_t tg_pwrite_zeros(int fd, size_t n, uint64_t off)
+uint64_t tg_zeros_ahead(int fd, uint64_t used, uint64_t filled, uint64_t limit)
 {
     static const uint8_t zero_page[4096];
-    struct iovec iov[TG_ZEROS_MAX / sizeof zero_page];
+    struct iovec iov[TG_ZEROS_AHEAD / sizeof zero_page];
+
+    if (filled - used >= TG_ZEROS_AHEAD / 2 || filled >= limit)
+        return filled;
+    size_t n = limit - filled < TG_ZEROS_AHEAD ? (size_t)(limit - filled) : TG_ZEROS_AHEAD;
     int cnt = 0;
-    for (size_t left = n; left > 0 && cnt < (int)ARRAY_LEN(iov); cnt++) {
+    for (size_t left = n; left > 0; cnt++) {
         size_t k = left < sizeof zero_page ? left : sizeof zero_page;
         iov[cnt].iov_base = (void *)zero_page;
         iov[cnt].iov_len = k;
@@ -283,9 +287,12 @@ ssize_t tg_pwrite_zeros(int fd, size_t n, uint64_t off)
     }
     ssize_t w;
     do
-        w = pwritev(fd, iov, cnt, (off_t)off);
+        w = pwritev(fd, iov, cnt, (off_t)filled);
     while (w < 0 && errno == EINTR);
-    return w;
+    if (w <= 0)
+        return filled;
+    (void)sync_file_range(fd, (off_t)filled, w, SYNC_FILE_RANGE_WRITE);
+    return filled + (uint64_t)w;
 }
 
 int tg_read_file(const char *path, size_t max, char **out, size_t *outlen,

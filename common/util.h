@@ -65,11 +65,19 @@ int tg_mkdir_p(const char *path, char *err) TG_MUST_CHECK;
 int tg_write_all(int fd, const void *buf, size_t n) TG_MUST_CHECK;
 /* The same at file offset off (pwrite; the file position is left alone). */
 int tg_pwrite_all(int fd, const void *buf, size_t n, uint64_t off) TG_MUST_CHECK;
-/* Write n zero bytes (at most TG_ZEROS_MAX) at offset off with one pwritev
- * from a single zero page, so no large buffer sits in memory; returns the
- * bytes written (short e.g. on a full disk) or -1 with errno. */
-#define TG_ZEROS_MAX (256 * 1024)
-ssize_t tg_pwrite_zeros(int fd, size_t n, uint64_t off);
+/*
+ * Zeros written ahead of a file's data, so that a later write over them
+ * plus its fdatasync need not also commit a new file size and new blocks to
+ * the file system's journal.  The data of fd ends at `used`, zeros follow
+ * up to `filled` (>= used).  When fewer than TG_ZEROS_AHEAD / 2 are left
+ * and `filled` is below `limit`, TG_ZEROS_AHEAD more are written at
+ * `filled` (never past limit), with one pwritev from a single zero page,
+ * and their write-back is started.  Returns the new end of the zeros;
+ * `filled` when nothing was written (a failure, e.g. a full disk, only
+ * costs speed).
+ */
+#define TG_ZEROS_AHEAD (256 * 1024)
+uint64_t tg_zeros_ahead(int fd, uint64_t used, uint64_t filled, uint64_t limit);
 /* Read a whole file (up to max bytes) into a NUL-terminated buffer the caller
  * owns; 0 ok, -1 with err. */
 int tg_read_file(const char *path, size_t max, char **out, size_t *outlen,

@@ -65,9 +65,6 @@
 #define WRITER_TICK_MS 100          /* wake-up period between batches */
 #define WRITER_BACKLOG_TICK_MS 5    /* ... while webhooks wait for a verifier */
 #define WRITER_SLICE_NS 100000      /* the writer's scheduler slice (stage_thread_short_slice) */
-#define PREFILL_BYTES (256 * 1024)  /* zeros written ahead at a time ... */
-#define PREFILL_LOW (128 * 1024)    /* ... when fewer than this are left */
-_Static_assert(PREFILL_BYTES <= TG_ZEROS_MAX, "one tg_pwrite_zeros call per prefill");
 #define REDELIVER_ROUND_MS 250      /* re-publication rounds */
 #define REDELIVER_ROUND_MAX 2000    /* records looked at per round */
 #define REDELIVER_PARK_MAX 64       /* parks (file + fsync) per round */
@@ -450,11 +447,11 @@ static int batch_sync(struct ingress_journal *j, struct waiter *batch, size_t by
 }
 
 /*
- * Keep at least PREFILL_LOW bytes of zeros written after the records of the
- * current file (see the top of this file), up to max_file_bytes, and start
- * their write-back now so that the next batch's sync need not wait for it.
- * A failure (e.g. the disk is full) only costs speed; the next batch's
- * write reports the error.
+ * Keep zeros written after the records of the current file (see the top of
+ * this file; tg_zeros_ahead), up to max_file_bytes, with their write-back
+ * started now so that the next batch's sync need not wait for it.  A
+ * failure (e.g. the disk is full) only costs speed; the next batch's write
+ * reports the error.
  */
 static void prefill(struct ingress_journal *j)
 {
@@ -462,16 +459,7 @@ static void prefill(struct ingress_journal *j)
         return;
     if (j->filled < j->file_size)
         j->filled = j->file_size;
-    if (j->filled - j->file_size >= PREFILL_LOW || j->filled >= j->max_file_bytes)
-        return;
-    size_t n = PREFILL_BYTES;
-    if (n > j->max_file_bytes - j->filled)
-        n = (size_t)(j->max_file_bytes - j->filled);
-    ssize_t k = tg_pwrite_zeros(j->fd, n, j->filled);
-    if (k <= 0)
-        return;
-    (void)sync_file_range(j->fd, (off_t)j->filled, k, SYNC_FILE_RANGE_WRITE);
-    j->filled += (uint64_t)k;
+    j->filled = tg_zeros_ahead(j->fd, j->file_size, j->filled, j->max_file_bytes);
 }
 
 /* Encode a WEBHOOK message for every written record of batch and start

@@ -677,12 +677,12 @@ static void test_prefill(void **state)
         }
         apply(f, in, 64);
         data_file(spine_store_db(f->store), &used, &size, &fd);
-        assert_true(size >= used + SPINEDB_PREFILL_BYTES / 2);
-        assert_true(size <= used + SPINEDB_PREFILL_BYTES + SPINEDB_PREFILL_BYTES / 2);
+        assert_true(size >= used + TG_ZEROS_AHEAD / 2);
+        assert_true(size <= used + TG_ZEROS_AHEAD + TG_ZEROS_AHEAD / 2);
         if (b == 0)
             first_size = size;
         /* what lies past the last page is zeros */
-        static uint8_t buf[2 * SPINEDB_PREFILL_BYTES];
+        static uint8_t buf[2 * TG_ZEROS_AHEAD];
         ssize_t k = pread(fd, buf, size - used, (off_t)used);
         assert_int_equal(k, (ssize_t)(size - used));
         for (ssize_t i = 0; i < k; i++)
