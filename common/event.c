@@ -246,21 +246,8 @@ void event_full_pack_own(msgpack_sbuffer *sb, const uint8_t *canon, size_t len,
     mp_pack_kv_str(&pk, "hash", hex);
 }
 
-int event_to_json(const uint8_t *canon, size_t len, const uint8_t hash[EVENT_HASH_BYTES],
-                  char **out, char *err)
-{
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    if (event_full_pack(&sb, canon, len, hash, err) != 0) {
-        msgpack_sbuffer_destroy(&sb);
-        return -1;
-    }
-    int rc = event_full_to_json(sb.data, sb.size, out, err);
-    msgpack_sbuffer_destroy(&sb);
-    return rc;
-}
-
-int event_full_to_json(const void *buf, size_t len, char **out, char *err)
+/* JSON for a full (published) msgpack event map; caller frees. */
+static int event_full_to_json(const void *buf, size_t len, char **out, char *err)
 {
     msgpack_unpacked up;
     if (mp_unpack_exact(buf, len, &up, err) != 0)
@@ -276,3 +263,18 @@ int event_full_to_json(const void *buf, size_t len, char **out, char *err)
     *out = s;
     return 0;
 }
+
+int event_to_json(const uint8_t *canon, size_t len, const uint8_t hash[EVENT_HASH_BYTES],
+                  char **out, char *err)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    if (event_full_pack(&sb, canon, len, hash, err) != 0) {
+        msgpack_sbuffer_destroy(&sb);
+        return -1;
+    }
+    int rc = event_full_to_json(sb.data, sb.size, out, err);
+    msgpack_sbuffer_destroy(&sb);
+    return rc;
+}
+

@@ -54,7 +54,5 @@ void event_full_pack_own(msgpack_sbuffer *sb, const uint8_t *canon, size_t len,
                          const uint8_t hash[EVENT_HASH_BYTES]);
 int event_to_json(const uint8_t *canon, size_t len, const uint8_t hash[EVENT_HASH_BYTES],
                   char **out, char *err) TG_MUST_CHECK;
-/* JSON for a full (published) msgpack event map; caller frees. */
-int event_full_to_json(const void *buf, size_t len, char **out, char *err) TG_MUST_CHECK;
 
 #endif
